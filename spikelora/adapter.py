@@ -1,0 +1,212 @@
+"""SpikeLoRA as a PEFT method of its own, built on PEFT's LoRA tuner.
+
+The pieces follow PEFT's design for LoRA variants such as DoRA:
+
+* :class:`SpikeLoraConfig` — a ``LoraConfig`` with the gate's fields and its own
+  ``peft_type="SPIKELORA"``, so a saved adapter reloads as SpikeLoRA (a ``LORA`` type would make
+  PEFT drop the unknown fields and silently load plain LoRA).
+* :class:`SpikeLoraVariant` — the computation ``result + scaling · B(gate(A(dropout(x))))``.
+* :class:`SpikeLoraLinear` — ``lora.Linear`` that resolves that variant and holds one
+  :class:`~spikelora.neuron.LIFGate` per adapter in ``lora_spike``.
+* :class:`SpikeLoraModel` — ``LoraModel`` that refuses merging and opens the token-mask context
+  (:mod:`spikelora.tokens`) on every forward.
+
+Importing :mod:`spikelora` registers the type in PEFT's mappings, after which plain
+``peft.get_peft_model`` and ``PeftModel.from_pretrained`` work as for LoRA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from peft import LoraConfig, LoraModel
+from peft.tuners.lora import Linear as LoraLinear
+from peft.tuners.lora.layer import LoraLayer
+from peft.tuners.lora.variants import LoraVariant
+from torch import nn
+
+from .neuron import LIFGate, validate_gate_args
+from .tokens import token_mask
+
+PEFT_TYPE = "SPIKELORA"
+
+MERGE_ERROR = (
+    "SpikeLoRA adapters cannot be merged into the base weights: the LIF gate S(h) depends on each "
+    "input, so B·(h ⊙ S(h)) is not a fixed matrix. Keep the adapter unmerged (PeftModel runs it as is), "
+    "or use `unload()` to get the base model back without the adapter."
+)
+
+
+@dataclass
+class SpikeLoraConfig(LoraConfig):
+    """Configuration of a SpikeLoRA adapter: every ``LoraConfig`` field plus the LIF gate.
+
+    The paper's setting is ``r=8, lora_alpha=sqrt(8), use_rslora=True`` (scaling 1 at every rank),
+    ``lora_dropout=0`` and ``v_threshold=0.1``. Only ``nn.Linear`` targets are supported.
+    """
+
+    v_threshold: float = field(
+        default=0.1,
+        metadata={
+            "help": "Firing threshold V_θ (>= 0). With decay_input and spike_mode='step' the gate "
+            "passes h where h >= tau * v_threshold."
+        },
+    )
+    tau: float = field(default=2.0, metadata={"help": "Membrane time constant τ (> 1 where used)."})
+    surrogate_alpha: float = field(default=2.0, metadata={"help": "Arctangent surrogate sharpness α."})
+    decay_input: bool = field(
+        default=True, metadata={"help": "Charge with h/τ (reference code) rather than h (paper Eq. 1)."}
+    )
+    spike_mode: str = field(
+        default="step",
+        metadata={"help": "'step': one LIF step from rest per call; 'temporal': tokens are time steps."},
+    )
+    spike_reset: str = field(
+        default="hard", metadata={"help": "'hard' (to zero) or 'soft' (subtract V_θ); temporal mode."}
+    )
+    learnable_threshold: bool = field(default=False, metadata={"help": "Train V_θ, one scalar per module."})
+    learnable_tau: bool = field(default=False, metadata={"help": "Train τ, one scalar per module."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = PEFT_TYPE
+        if self.r <= 0:
+            raise ValueError(f"r must be a positive integer (the adapter rank), got r={self.r}.")
+        bad_ranks = {k: v for k, v in (self.rank_pattern or {}).items() if v <= 0}
+        if bad_ranks:
+            raise ValueError(f"rank_pattern ranks must be positive, got {bad_ranks}.")
+        validate_gate_args(
+            v_threshold=self.v_threshold,
+            tau=self.tau,
+            surrogate_alpha=self.surrogate_alpha,
+            decay_input=self.decay_input,
+            mode=self.spike_mode,
+            reset=self.spike_reset,
+        )
+        for flag in ("use_dora", "use_bdlora", "use_qalora"):
+            if getattr(self, flag, False):
+                raise ValueError(f"SpikeLoRA cannot be combined with {flag}=True.")
+        self._register_custom_module({nn.Linear: SpikeLoraLinear})
+
+    def make_gate(self) -> LIFGate:
+        return LIFGate(
+            v_threshold=self.v_threshold,
+            tau=self.tau,
+            surrogate_alpha=self.surrogate_alpha,
+            decay_input=self.decay_input,
+            mode=self.spike_mode,
+            reset=self.spike_reset,
+            learnable_threshold=self.learnable_threshold,
+            learnable_tau=self.learnable_tau,
+        )
+
+
+class SpikeLoraVariant(LoraVariant):
+    """``y = W x + scaling · B (h ⊙ S(h))`` with ``h = A · dropout(x)``; never mergeable."""
+
+    def supports_lora_conversion(self) -> bool:
+        return False
+
+    @staticmethod
+    def init(module: LoraLayer, adapter_name: str, config: SpikeLoraConfig, **kwargs: Any) -> None:
+        weight = module.lora_A[adapter_name].weight
+        module.lora_spike[adapter_name] = config.make_gate().to(weight.device)
+
+    @staticmethod
+    def merge_safe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+        raise ValueError(MERGE_ERROR)
+
+    @staticmethod
+    def merge_unsafe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> None:
+        raise ValueError(MERGE_ERROR)
+
+    @staticmethod
+    def unmerge(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+        raise ValueError(MERGE_ERROR)
+
+    @staticmethod
+    def forward(
+        module: LoraLayer, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        h = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x))
+        gated = module.lora_spike[active_adapter](h)
+        return result + module.lora_B[active_adapter](gated) * module.scaling[active_adapter]
+
+
+class SpikeLoraLinear(LoraLinear):
+    """``lora.Linear`` whose adapters are SpikeLoRA: one LIF gate per adapter in ``lora_spike``."""
+
+    adapter_layer_names = (*LoraLinear.adapter_layer_names, "lora_spike")
+
+    def update_layer(self, adapter_name: str, r: int, lora_alpha: int, config: LoraConfig, **kwargs: Any):
+        if not hasattr(self, "lora_spike"):
+            self.lora_spike = nn.ModuleDict()
+        return super().update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config, **kwargs)
+
+    def resolve_lora_variant(self, *, config: LoraConfig, **kwargs: Any) -> LoraVariant:
+        if not isinstance(config, SpikeLoraConfig):
+            raise TypeError(
+                f"SpikeLoraLinear needs a SpikeLoraConfig, got {type(config).__name__}; "
+                "plain LoRA and SpikeLoRA adapters cannot share a model."
+            )
+        return SpikeLoraVariant()
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        # Refuse before the parent loop could merge any other adapter of this layer.
+        raise ValueError(MERGE_ERROR)
+
+    def __repr__(self) -> str:
+        return "spike" + super().__repr__()
+
+
+class SpikeLoraModel(LoraModel):
+    """``LoraModel`` for SpikeLoRA adapters (created by ``peft.get_peft_model``)."""
+
+    def _create_new_module(self, lora_config, adapter_name, target, **kwargs):
+        new_module = super()._create_new_module(lora_config, adapter_name, target, **kwargs)
+        if not isinstance(new_module, SpikeLoraLinear):
+            raise ValueError(
+                f"SpikeLoRA supports nn.Linear targets only, but a target module is a "
+                f"{type(target).__name__}: {target}. Remove it from target_modules (or use "
+                "target_modules='all-linear')."
+            )
+        return new_module
+
+    def _check_merge_allowed(self) -> None:
+        raise ValueError(MERGE_ERROR)
+
+    def add_weighted_adapter(self, *args: Any, **kwargs: Any) -> None:
+        raise ValueError(
+            "add_weighted_adapter combines LoRA weight products; SpikeLoRA's gated update has none."
+        )
+
+    def forward(self, *args: Any, **kwargs: Any):
+        with token_mask(_batch_token_mask(args, kwargs)):
+            return super().forward(*args, **kwargs)
+
+
+def _batch_token_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The 2-D mask of real tokens for this call, from ``attention_mask`` or the input's shape."""
+    mask = kwargs.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        return mask
+    ids = kwargs.get("input_ids")
+    if ids is None and args and isinstance(args[0], torch.Tensor):
+        ids = args[0]
+    if isinstance(ids, torch.Tensor) and ids.dim() == 2:
+        return torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
+    embeds = kwargs.get("inputs_embeds")
+    if isinstance(embeds, torch.Tensor) and embeds.dim() == 3:
+        return torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+    return None
+
+
+def register() -> None:
+    """Make ``peft_type="SPIKELORA"`` known to PEFT (idempotent; done on ``import spikelora``)."""
+    from peft import mapping
+
+    mapping.PEFT_TYPE_TO_CONFIG_MAPPING[PEFT_TYPE] = SpikeLoraConfig
+    mapping.PEFT_TYPE_TO_TUNER_MAPPING[PEFT_TYPE] = SpikeLoraModel
+    mapping.PEFT_TYPE_TO_PREFIX_MAPPING[PEFT_TYPE] = SpikeLoraModel.prefix

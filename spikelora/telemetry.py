@@ -1,0 +1,104 @@
+"""Reading the sparsity counters of SpikeLoRA gates.
+
+Sparsity is the share of gate units that did not fire (``S = 0``), accumulated over every call
+since the last reset and over real tokens only (see :mod:`spikelora.tokens`). Reading is the
+only host synchronisation: one transfer for the whole model, however many modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .neuron import LIFGate
+
+
+@dataclass
+class SparsityReport:
+    """Sparsity of every gated module, with two global figures.
+
+    Attributes:
+        modules: ``{module_name: sparsity}`` over real tokens (modules that saw none are left out).
+        mean: unweighted mean over ``modules`` — the paper's "average sparsity across all modules".
+        pooled: zeros / gate units summed over all modules (token-weighted).
+        tokens: gate units counted per module, ``{module_name: count}``.
+        non_token: ``{module_name: sparsity}`` of calls that were not over the batch's tokens
+            (e.g. DeBERTa's query/key projection of the relative-position table), kept apart.
+    """
+
+    modules: dict[str, float] = field(default_factory=dict)
+    mean: float = float("nan")
+    pooled: float = float("nan")
+    tokens: dict[str, int] = field(default_factory=dict)
+    non_token: dict[str, float] = field(default_factory=dict)
+
+
+def _gates(model: nn.Module, adapter_name: str | None) -> list[tuple[str, LIFGate]]:
+    found = []
+    for name, module in model.named_modules():
+        gates = getattr(module, "lora_spike", None)
+        if not isinstance(gates, nn.ModuleDict):
+            continue
+        if adapter_name is None:
+            active = getattr(module, "active_adapters", None) or list(gates.keys())
+            chosen = [a for a in active if a in gates] or list(gates.keys())[:1]
+            if len(chosen) > 1:
+                raise ValueError(
+                    f"Several SpikeLoRA adapters are active ({chosen}); pass adapter_name= to choose one."
+                )
+            key = chosen[0] if chosen else None
+        else:
+            key = adapter_name if adapter_name in gates else None
+        if key is not None:
+            found.append((_clean(name), gates[key]))
+    return found
+
+
+def _clean(name: str) -> str:
+    # PeftModel wraps the user's model twice; report names as in the base model.
+    return name.removeprefix("base_model.model.")
+
+
+def sparsity_report(model: nn.Module, adapter_name: str | None = None) -> SparsityReport:
+    """Collect every gate's counters of ``model`` (a ``PeftModel`` or any module holding gates)."""
+    gates = _gates(model, adapter_name)
+    if not gates:
+        return SparsityReport()
+    counts = torch.stack(
+        [
+            torch.stack([g.token_fired, g.token_total, g.other_fired, g.other_total]).to("cpu")
+            for _, g in gates
+        ]
+    ).tolist()
+    report = SparsityReport()
+    fired_sum = total_sum = 0
+    for (name, _), (t_fired, t_total, o_fired, o_total) in zip(gates, counts):
+        if t_total:
+            report.modules[name] = 1.0 - t_fired / t_total
+            report.tokens[name] = t_total
+            fired_sum += t_fired
+            total_sum += t_total
+        if o_total:
+            report.non_token[name] = 1.0 - o_fired / o_total
+    if report.modules:
+        report.mean = sum(report.modules.values()) / len(report.modules)
+        report.pooled = 1.0 - fired_sum / total_sum
+    return report
+
+
+def sparsity(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
+    """``{module_name: fraction of gate units that did not fire}`` over real tokens since the last reset.
+
+    For the global figures (module mean, token-pooled) and the non-token calls use
+    :func:`sparsity_report`.
+    """
+    return sparsity_report(model, adapter_name).modules
+
+
+def reset_sparsity(model: nn.Module) -> None:
+    """Zero the counters of every gate in ``model`` (all adapters)."""
+    for module in model.modules():
+        if isinstance(module, LIFGate):
+            module.reset_counts()

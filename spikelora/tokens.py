@@ -1,0 +1,65 @@
+"""Which positions of the current batch are real tokens.
+
+The LIF gate needs to know this twice: the temporal mode must not let padding charge the
+membrane, and the sparsity counters must count real tokens only. Both read the mask from a
+context variable instead of taking it as an argument, because PEFT calls the adapted layers
+with the layer input alone. ``SpikeLoraModel.forward`` opens the context for every call from
+the model's ``attention_mask`` (or, failing that, the shape of ``input_ids``), so callers
+normally never touch this module; the trainer may set it explicitly too.
+
+A call is "over tokens" when its activations have shape ``(batch, seq, r)`` matching the mask.
+Anything else (DeBERTa's second pass of ``query_proj``/``key_proj`` over the 1 x 512
+relative-position table, for instance) is not, and is counted apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TokenMask:
+    """A boolean ``(batch, seq)`` mask of real tokens and its count (kept on the device)."""
+
+    mask: torch.Tensor
+    n_real: torch.Tensor
+
+    def matches(self, h: torch.Tensor) -> bool:
+        """Whether ``h`` (``(batch, seq, r)``) is laid out over these tokens."""
+        return h.dim() == 3 and h.shape[:2] == self.mask.shape
+
+
+_CURRENT: ContextVar[TokenMask | None] = ContextVar("spikelora_token_mask", default=None)
+
+
+def current_token_mask() -> TokenMask | None:
+    """The mask of the innermost :func:`token_mask` context, or ``None`` outside any."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def token_mask(mask: torch.Tensor | None) -> Iterator[TokenMask | None]:
+    """Declare the real tokens of the batch being run: ``mask`` is ``(batch, seq)``, nonzero = real.
+
+    ``None`` clears any outer mask (every call then counts as a token call).
+    """
+    if mask is None:
+        value = None
+    else:
+        if mask.dim() != 2:
+            raise ValueError(
+                f"token_mask expects a (batch, seq) attention mask, got shape {tuple(mask.shape)}; "
+                "pass the 2-D padding mask, not an expanded attention bias."
+            )
+        m = mask if mask.dtype == torch.bool else mask != 0
+        value = TokenMask(mask=m, n_real=m.sum())
+    token = _CURRENT.set(value)
+    try:
+        yield value
+    finally:
+        _CURRENT.reset(token)
