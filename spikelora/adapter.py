@@ -25,6 +25,7 @@ from peft import LoraConfig, LoraModel
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraLayer
 from peft.tuners.lora.variants import LoraVariant
+from peft.utils.error import NoMatchingPeftModuleError
 from torch import nn
 
 from .neuron import LIFGate, validate_gate_args
@@ -173,6 +174,19 @@ class SpikeLoraModel(LoraModel):
                 "target_modules='all-linear')."
             )
         return new_module
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().inject_adapter(model, adapter_name, *args, **kwargs)
+        except NoMatchingPeftModuleError as err:
+            targets = self.peft_config[adapter_name].target_modules
+            targets = targets if isinstance(targets, str) else sorted(targets or [])
+            names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+            raise NoMatchingPeftModuleError(
+                f"SpikeLoRA target_modules {targets!r} match no nn.Linear of "
+                f"{type(model).__name__}. Its linear layers are named: {', '.join(names)} "
+                "(or use target_modules='all-linear')."
+            ) from err
 
     def _check_merge_allowed(self) -> None:
         raise ValueError(MERGE_ERROR)

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny models built from configs (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+# The six encoder linears of the paper (query/key/value, attention output, FFN in and out).
+DEBERTA_TARGETS = ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense", "output.dense"]
+
+
+def tiny_deberta_config(**overrides) -> DebertaV2Config:
+    """A 2-layer DeBERTa-v3-shaped config: relative attention with shared keys (the q/k positional pass)."""
+    kwargs = dict(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        relative_attention=True,
+        position_buckets=8,
+        pos_att_type=["p2c", "c2p"],
+        share_att_key=True,
+        norm_rel_ebd="layer_norm",
+        position_biased_input=False,
+        num_labels=2,
+    )
+    kwargs.update(overrides)
+    return DebertaV2Config(**kwargs)
+
+
+@pytest.fixture
+def tiny_deberta():
+    """A fresh randomly initialised 2-layer DeBERTa-v2 classifier in eval mode (seeded)."""
+
+    def build(seed: int = 0, **overrides) -> DebertaV2ForSequenceClassification:
+        torch.manual_seed(seed)
+        return DebertaV2ForSequenceClassification(tiny_deberta_config(**overrides)).eval()
+
+    return build
+
+
+@pytest.fixture
+def batch():
+    """Token ids and a padding mask for 3 sequences of lengths 10, 7 and 4 (right padding)."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 128, (3, 10), generator=g)
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, 7:] = 0
+    mask[2, 4:] = 0
+    ids[mask == 0] = 0
+    return {"input_ids": ids, "attention_mask": mask}
