@@ -1,0 +1,166 @@
+"""Sparsity counters: equal to a direct count, real tokens only, positional pass apart, no host sync."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+
+import pytest
+import torch
+from peft import get_peft_model
+from test_adapter import randomise_b, spike_config, spike_layers
+
+import spikelora
+from spikelora import LIFGate, token_mask
+
+
+def direct_counts(model, batches, tau=2.0, v_threshold=0.1):
+    """Count fired units by hand from every lora_A output, split into token and other calls."""
+    counts = defaultdict(lambda: [0, 0, 0, 0])  # token fired, token total, other fired, other total
+    current = {}
+    handles = []
+    for name, layer in spike_layers(model).items():
+        short = name.removeprefix("base_model.model.")
+
+        def hook(_mod, _inp, h, short=short):
+            fired = h / tau >= v_threshold
+            mask = current["mask"]
+            c = counts[short]
+            if h.dim() == 3 and h.shape[:2] == mask.shape:
+                c[0] += int((fired & mask[..., None]).sum())
+                c[1] += int(mask.sum()) * h.shape[-1]
+            else:
+                c[2] += int(fired.sum())
+                c[3] += fired.numel()
+
+        handles.append(layer.lora_A["default"].register_forward_hook(hook))
+    with torch.no_grad():
+        for b in batches:
+            current["mask"] = b["attention_mask"].bool()
+            model(**b)
+    for h in handles:
+        h.remove()
+    return counts
+
+
+def two_batches(batch):
+    second = {k: v[:2, :6].clone() for k, v in batch.items()}
+    second["attention_mask"][1, 3:] = 0
+    return [batch, second]
+
+
+def test_sparsity_equals_direct_count_over_real_tokens(tiny_deberta, batch):
+    model = get_peft_model(tiny_deberta(), spike_config()).eval()
+    randomise_b(model)
+    batches = two_batches(batch)
+    expected = direct_counts(model, batches)
+    spikelora.reset_sparsity(model)
+    with torch.no_grad():
+        for b in batches:
+            model(**b)
+    report = spikelora.sparsity_report(model)
+
+    assert set(report.modules) == set(expected)
+    for name, (fired, total, o_fired, o_total) in expected.items():
+        assert report.tokens[name] == total == 4 * (10 + 7 + 4 + 6 + 3)
+        assert report.modules[name] == pytest.approx(1 - fired / total, abs=1e-12)
+        if o_total:
+            assert report.non_token[name] == pytest.approx(1 - o_fired / o_total, abs=1e-12)
+    # DeBERTa's shared-key relative attention runs query/key (only) over the position table too.
+    assert {n.rsplit(".", 1)[-1] for n in report.non_token} == {"query_proj", "key_proj"}
+    assert report.mean == pytest.approx(sum(report.modules.values()) / len(report.modules))
+    fired_all = sum(c[0] for c in expected.values())
+    total_all = sum(c[1] for c in expected.values())
+    assert report.pooled == pytest.approx(1 - fired_all / total_all)
+    assert spikelora.sparsity(model) == report.modules
+    assert 0.0 < report.mean < 1.0
+
+
+def test_padding_does_not_change_sparsity(tiny_deberta, batch):
+    model = get_peft_model(tiny_deberta(), spike_config()).eval()
+    short = {k: v[2:, :4] for k, v in batch.items()}  # the 4-token sequence alone, no padding
+    with torch.no_grad():
+        model(**short)
+    alone = spikelora.sparsity(model)
+    spikelora.reset_sparsity(model)
+    padded = {k: v[2:] for k, v in batch.items()}  # the same sequence padded to 10
+    with torch.no_grad():
+        model(**padded)
+    assert spikelora.sparsity(model) == pytest.approx(alone)
+
+
+def test_reset_zeroes_every_counter(tiny_deberta, batch):
+    model = get_peft_model(tiny_deberta(), spike_config())
+    model(**batch)
+    assert spikelora.sparsity(model)
+    spikelora.reset_sparsity(model)
+    report = spikelora.sparsity_report(model)
+    assert report.modules == {} and report.non_token == {}
+    for layer in spike_layers(model).values():
+        gate = layer.lora_spike["default"]
+        assert int(gate.token_total) == int(gate.other_total) == 0
+
+
+def test_counters_are_not_in_the_checkpoint(tiny_deberta, batch):
+    model = get_peft_model(tiny_deberta(), spike_config())
+    model(**batch)
+    assert not [k for k in model.state_dict() if "_fired" in k or "_total" in k]
+
+
+def test_activation_checkpointing_counts_each_batch_once(tiny_deberta, batch):
+    model = get_peft_model(tiny_deberta(), spike_config())
+    model(**batch)
+    plain = spikelora.sparsity_report(model).tokens
+    spikelora.reset_sparsity(model)
+    ckpt = get_peft_model(tiny_deberta(), spike_config())
+    ckpt.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ckpt.train()
+    ckpt(**batch, labels=torch.tensor([0, 1, 0])).loss.backward()
+    assert spikelora.sparsity_report(ckpt).tokens == plain
+
+
+@contextmanager
+def forbid_host_sync():
+    """Make every tensor-to-host conversion raise while the block runs."""
+    names = ["item", "tolist", "__bool__", "__int__", "__float__", "numpy", "cpu"]
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def make(n):
+        def refuse(self, *a, **k):
+            raise AssertionError(f"host sync: Tensor.{n} called in forward")
+
+        return refuse
+
+    for n in names:
+        setattr(torch.Tensor, n, make(n))
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+@pytest.mark.parametrize("mode", ["step", "temporal"])
+def test_forward_and_backward_make_no_host_sync(tiny_deberta, mode):
+    model = get_peft_model(tiny_deberta(), spike_config(spike_mode=mode, learnable_threshold=True))
+    randomise_b(model)
+    layer = next(iter(spike_layers(model).values()))
+    x = torch.randn(2, 5, layer.in_features, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with token_mask(mask), forbid_host_sync():
+        out = layer(x)
+        out.sum().backward()
+    assert int(layer.lora_spike["default"].token_total) == 8 * 4
+
+
+def test_forbid_host_sync_catches_item():
+    # The detector above must be able to fail.
+    with pytest.raises(AssertionError, match="host sync"), forbid_host_sync():
+        torch.ones(1).item()
+
+
+def test_gate_without_mask_counts_everything():
+    gate = LIFGate(v_threshold=0.1)
+    h = torch.tensor([[0.0, 0.3], [0.5, 0.1]])
+    gate(h)
+    assert (int(gate.token_fired), int(gate.token_total)) == (2, 4)
