@@ -192,9 +192,7 @@ class SpikeLoraModel(LoraModel):
         raise ValueError(MERGE_ERROR)
 
     def add_weighted_adapter(self, *args: Any, **kwargs: Any) -> None:
-        raise ValueError(
-            "add_weighted_adapter combines LoRA weight products; SpikeLoRA's gated update has none."
-        )
+        raise ValueError("add_weighted_adapter combines LoRA weight products; SpikeLoRA's gated update has none.")
 
     def forward(self, *args: Any, **kwargs: Any):
         with token_mask(_batch_token_mask(args, kwargs)):

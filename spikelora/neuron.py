@@ -100,17 +100,22 @@ class _StepGate(torch.autograd.Function):
         v_threshold, tau, alpha, decay_input = ctx.consts
         vth = vth_t if vth_t is not None else v_threshold
         tau = tau_t if tau_t is not None else tau
-        mem = h / tau if decay_input else h
-        x = mem - vth
-        spike = (x >= 0).to(h.dtype)
-        # d(h·S)/dS = h, dS/dH = surrogate, dH/dh = 1/τ (or 1).
-        grad_mem = grad_out * h * _atan_surrogate(x, alpha)
-        grad_h = grad_out * spike + (grad_mem / tau if decay_input else grad_mem)
+        x = (h / tau if decay_input else h) - vth
+        spike = x >= 0
+        # coef = h · dS/dH (the ATan surrogate), built in place: this runs for every adapted
+        # module on every step, so fewer temporaries matter.
+        coef = x.mul_(math.pi / 2 * alpha).square_().add_(1).reciprocal_().mul_(alpha / 2).mul_(h)
         grad_vth = grad_tau = None
-        if ctx.needs_input_grad[1]:
-            grad_vth = -grad_mem.sum().reshape(vth_t.shape).to(vth_t.dtype)
-        if ctx.needs_input_grad[2]:
-            grad_tau = (-grad_mem * h / (tau * tau)).sum().reshape(tau_t.shape).to(tau_t.dtype)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            grad_mem = grad_out * coef  # dL/dH
+            if ctx.needs_input_grad[1]:
+                grad_vth = -grad_mem.sum().reshape(vth_t.shape).to(vth_t.dtype)
+            if ctx.needs_input_grad[2]:
+                grad_tau = (-grad_mem * h / (tau * tau)).sum().reshape(tau_t.shape).to(tau_t.dtype)
+        # d(h·S)/dh = S + h · dS/dH · dH/dh, with dH/dh = 1/τ (decay_input) or 1.
+        if decay_input:
+            coef = coef.div_(tau)
+        grad_h = grad_out * coef.add_(spike)
         return grad_h, grad_vth, grad_tau, None, None
 
 
@@ -210,8 +215,8 @@ class LIFGate(nn.Module):
     def _count(self, fired: torch.Tensor, tokens: TokenMask | None, over_tokens: bool) -> None:
         r = fired.shape[-1]
         if over_tokens:
-            self.token_fired += (fired & tokens.mask.unsqueeze(-1)).sum()
-            self.token_total += tokens.n_real * r
+            self.token_fired.add_((fired & tokens.mask3).sum())
+            self.token_total.add_(tokens.n_real, alpha=r)
         elif tokens is None:
             self.token_fired += fired.sum()
             self.token_total += fired.numel()

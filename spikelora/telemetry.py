@@ -45,9 +45,7 @@ def _gates(model: nn.Module, adapter_name: str | None) -> list[tuple[str, LIFGat
             active = getattr(module, "active_adapters", None) or list(gates.keys())
             chosen = [a for a in active if a in gates] or list(gates.keys())[:1]
             if len(chosen) > 1:
-                raise ValueError(
-                    f"Several SpikeLoRA adapters are active ({chosen}); pass adapter_name= to choose one."
-                )
+                raise ValueError(f"Several SpikeLoRA adapters are active ({chosen}); pass adapter_name= to choose one.")
             key = chosen[0] if chosen else None
         else:
             key = adapter_name if adapter_name in gates else None
@@ -67,10 +65,7 @@ def sparsity_report(model: nn.Module, adapter_name: str | None = None) -> Sparsi
     if not gates:
         return SparsityReport()
     counts = torch.stack(
-        [
-            torch.stack([g.token_fired, g.token_total, g.other_fired, g.other_total]).to("cpu")
-            for _, g in gates
-        ]
+        [torch.stack([g.token_fired, g.token_total, g.other_fired, g.other_total]).to("cpu") for _, g in gates]
     ).tolist()
     report = SparsityReport()
     fired_sum = total_sum = 0

@@ -24,9 +24,10 @@ import torch
 
 @dataclass(frozen=True)
 class TokenMask:
-    """A boolean ``(batch, seq)`` mask of real tokens and its count (kept on the device)."""
+    """A boolean ``(batch, seq)`` mask of real tokens, as ``(batch, seq, 1)`` and its count (on the device)."""
 
     mask: torch.Tensor
+    mask3: torch.Tensor
     n_real: torch.Tensor
 
     def matches(self, h: torch.Tensor) -> bool:
@@ -57,7 +58,7 @@ def token_mask(mask: torch.Tensor | None) -> Iterator[TokenMask | None]:
                 "pass the 2-D padding mask, not an expanded attention bias."
             )
         m = mask if mask.dtype == torch.bool else mask != 0
-        value = TokenMask(mask=m, n_real=m.sum())
+        value = TokenMask(mask=m, mask3=m.unsqueeze(-1), n_real=m.sum())
     token = _CURRENT.set(value)
     try:
         yield value

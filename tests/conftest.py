@@ -7,7 +7,14 @@ import torch
 from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
 # The six encoder linears of the paper (query/key/value, attention output, FFN in and out).
-DEBERTA_TARGETS = ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense", "output.dense"]
+DEBERTA_TARGETS = [
+    "query_proj",
+    "key_proj",
+    "value_proj",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+]
 
 
 def tiny_deberta_config(**overrides) -> DebertaV2Config:
