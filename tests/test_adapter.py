@@ -247,3 +247,28 @@ def test_config_registered_with_peft_mappings():
     assert PEFT_TYPE_TO_TUNER_MAPPING["SPIKELORA"] is spikelora.SpikeLoraModel
     cfg = peft.PeftConfig.from_peft_type(peft_type="SPIKELORA", r=3, v_threshold=0.3)
     assert isinstance(cfg, SpikeLoraConfig) and cfg.v_threshold == 0.3
+
+
+def test_training_spikelora_reduces_the_loss_and_moves_only_adapter_weights(tiny_deberta):
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_deberta(), spike_config(r=8, learnable_threshold=True)).train()
+    frozen_before = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    # A separable toy task: label = whether token 7 occurs in the sequence.
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(8, 128, (32, 12), generator=g)
+    labels = torch.randint(0, 2, (32,), generator=g)
+    ids[labels == 1, 3] = 7
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    assert all(torch.equal(p, frozen_before[n]) for n, p in model.named_parameters() if not p.requires_grad)
+    thresholds = [float(m.lora_spike["default"].v_threshold) for m in spike_layers(model).values()]
+    assert any(t != pytest.approx(0.1) for t in thresholds)
+    assert 0.0 < spikelora.sparsity_report(model).mean < 1.0
