@@ -229,8 +229,8 @@ class LIFGate(nn.Module):
             buf.zero_()
 
     def extra_repr(self) -> str:
-        vth = float(self.v_threshold)
-        tau = float(self.tau)
+        vth = float(self.v_threshold.detach()) if torch.is_tensor(self.v_threshold) else self.v_threshold
+        tau = float(self.tau.detach()) if torch.is_tensor(self.tau) else self.tau
         parts = [f"v_threshold={vth:g}", f"tau={tau:g}", f"surrogate_alpha={self.surrogate_alpha:g}"]
         parts.append(f"decay_input={self.decay_input}, mode={self.mode!r}")
         if self.mode == "temporal":

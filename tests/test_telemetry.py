@@ -113,7 +113,11 @@ def test_activation_checkpointing_counts_each_batch_once(tiny_deberta, batch):
     plain = spikelora.sparsity_report(model).tokens
     spikelora.reset_sparsity(model)
     ckpt = get_peft_model(tiny_deberta(), spike_config())
-    ckpt.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base = ckpt.base_model.model
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ckpt.train()
     ckpt(**batch, labels=torch.tensor([0, 1, 0])).loss.backward()
     assert spikelora.sparsity_report(ckpt).tokens == plain
