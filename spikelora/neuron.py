@@ -51,6 +51,8 @@ from .tokens import TokenMask, current_token_mask
 
 MODES = ("step", "temporal")
 RESETS = ("hard", "soft")
+PHASES = ("train", "eval")
+COUNTERS = ("token_fired", "token_total", "other_fired", "other_total")
 
 
 def _atan_surrogate(x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -168,10 +170,12 @@ class LIFGate(nn.Module):
             self.tau = nn.Parameter(torch.tensor(float(tau)))
         else:
             self.tau = float(tau)
-        # Fired / seen gate units, over real tokens and over other calls. Non-persistent: they
-        # follow the module across devices but never enter a checkpoint.
-        for name in ("token_fired", "token_total", "other_fired", "other_total"):
-            self.register_buffer(name, torch.zeros((), dtype=torch.int64), persistent=False)
+        # Fired / seen gate units, over real tokens and over other calls, kept apart for calls in
+        # train and in eval mode. Non-persistent: they follow the module across devices but never
+        # enter a checkpoint. Separate 0-d buffers keep each update to a single in-place add.
+        for phase in PHASES:
+            for name in COUNTERS:
+                self.register_buffer(f"{phase}_{name}", torch.zeros((), dtype=torch.int64), persistent=False)
         self.count_sparsity = True
 
     # ------------------------------------------------------------------ forward
@@ -213,20 +217,24 @@ class LIFGate(nn.Module):
 
     @torch.no_grad()
     def _count(self, fired: torch.Tensor, tokens: TokenMask | None, over_tokens: bool) -> None:
-        r = fired.shape[-1]
+        phase = "train_" if self.training else "eval_"
         if over_tokens:
-            self.token_fired.add_((fired & tokens.mask3).sum())
-            self.token_total.add_(tokens.n_real, alpha=r)
-        elif tokens is None:
-            self.token_fired += fired.sum()
-            self.token_total += fired.numel()
+            getattr(self, phase + "token_fired").add_((fired & tokens.mask3).sum())
+            getattr(self, phase + "token_total").add_(tokens.n_real, alpha=fired.shape[-1])
         else:
-            self.other_fired += fired.sum()
-            self.other_total += fired.numel()
+            kind = "token_" if tokens is None else "other_"
+            getattr(self, phase + kind + "fired").add_(fired.sum())
+            getattr(self, phase + kind + "total").add_(fired.numel())
 
-    def reset_counts(self) -> None:
-        for buf in (self.token_fired, self.token_total, self.other_fired, self.other_total):
-            buf.zero_()
+    def counts(self, phase: str | None = None) -> torch.Tensor:
+        """``(token_fired, token_total, other_fired, other_total)`` for ``"train"``, ``"eval"`` or both (None)."""
+        phases = _phases(phase)
+        return sum(torch.stack([getattr(self, f"{p}_{n}") for n in COUNTERS]) for p in phases)
+
+    def reset_counts(self, phase: str | None = None) -> None:
+        for p in _phases(phase):
+            for n in COUNTERS:
+                getattr(self, f"{p}_{n}").zero_()
 
     def extra_repr(self) -> str:
         vth = float(self.v_threshold.detach()) if torch.is_tensor(self.v_threshold) else self.v_threshold
@@ -240,6 +248,14 @@ class LIFGate(nn.Module):
         if isinstance(self.tau, nn.Parameter):
             parts.append("learnable_tau=True")
         return ", ".join(parts)
+
+
+def _phases(phase: str | None) -> tuple[str, ...]:
+    if phase is None:
+        return PHASES
+    if phase not in PHASES:
+        raise ValueError(f"phase must be 'train', 'eval' or None (both), got {phase!r}.")
+    return (phase,)
 
 
 def _in_backward() -> bool:

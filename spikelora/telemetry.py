@@ -1,7 +1,8 @@
 """Reading the sparsity counters of SpikeLoRA gates.
 
 Sparsity is the share of gate units that did not fire (``S = 0``), accumulated over every call
-since the last reset and over real tokens only (see :mod:`spikelora.tokens`). Reading is the
+since the last reset and over real tokens only (see :mod:`spikelora.tokens`). Calls in train and
+in eval mode are counted apart, so a trainer can read both without resetting one for the other. Reading is the
 only host synchronisation: one transfer for the whole model, however many modules.
 """
 
@@ -59,14 +60,15 @@ def _clean(name: str) -> str:
     return name.removeprefix("base_model.model.")
 
 
-def sparsity_report(model: nn.Module, adapter_name: str | None = None) -> SparsityReport:
-    """Collect every gate's counters of ``model`` (a ``PeftModel`` or any module holding gates)."""
+def sparsity_report(model: nn.Module, adapter_name: str | None = None, phase: str | None = None) -> SparsityReport:
+    """Collect every gate's counters of ``model`` (a ``PeftModel`` or any module holding gates).
+
+    ``phase``: ``"train"`` (calls made in train mode), ``"eval"`` (in eval mode) or ``None`` (both).
+    """
     gates = _gates(model, adapter_name)
     if not gates:
         return SparsityReport()
-    counts = torch.stack(
-        [torch.stack([g.token_fired, g.token_total, g.other_fired, g.other_total]).to("cpu") for _, g in gates]
-    ).tolist()
+    counts = torch.stack([g.counts(phase).to("cpu") for _, g in gates]).tolist()
     report = SparsityReport()
     fired_sum = total_sum = 0
     for (name, _), (t_fired, t_total, o_fired, o_total) in zip(gates, counts):
@@ -83,17 +85,17 @@ def sparsity_report(model: nn.Module, adapter_name: str | None = None) -> Sparsi
     return report
 
 
-def sparsity(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
+def sparsity(model: nn.Module, adapter_name: str | None = None, phase: str | None = None) -> dict[str, float]:
     """``{module_name: fraction of gate units that did not fire}`` over real tokens since the last reset.
 
     For the global figures (module mean, token-pooled) and the non-token calls use
-    :func:`sparsity_report`.
+    :func:`sparsity_report`; ``phase`` as there.
     """
-    return sparsity_report(model, adapter_name).modules
+    return sparsity_report(model, adapter_name, phase).modules
 
 
-def reset_sparsity(model: nn.Module) -> None:
-    """Zero the counters of every gate in ``model`` (all adapters)."""
+def reset_sparsity(model: nn.Module, phase: str | None = None) -> None:
+    """Zero the counters of every gate in ``model`` (all adapters), of one phase or both."""
     for module in model.modules():
         if isinstance(module, LIFGate):
-            module.reset_counts()
+            module.reset_counts(phase)

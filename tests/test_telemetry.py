@@ -98,7 +98,7 @@ def test_reset_zeroes_every_counter(tiny_deberta, batch):
     assert report.modules == {} and report.non_token == {}
     for layer in spike_layers(model).values():
         gate = layer.lora_spike["default"]
-        assert int(gate.token_total) == int(gate.other_total) == 0
+        assert gate.counts().tolist() == [0, 0, 0, 0]
 
 
 def test_counters_are_not_in_the_checkpoint(tiny_deberta, batch):
@@ -154,7 +154,7 @@ def test_forward_and_backward_make_no_host_sync(tiny_deberta, mode):
     with token_mask(mask), forbid_host_sync():
         out = layer(x)
         out.sum().backward()
-    assert int(layer.lora_spike["default"].token_total) == 8 * 4
+    assert int(layer.lora_spike["default"].counts("train")[1]) == 8 * 4
 
 
 def test_forbid_host_sync_catches_item():
@@ -167,4 +167,25 @@ def test_gate_without_mask_counts_everything():
     gate = LIFGate(v_threshold=0.1)
     h = torch.tensor([[0.0, 0.3], [0.5, 0.1]])
     gate(h)
-    assert (int(gate.token_fired), int(gate.token_total)) == (2, 4)
+    assert gate.counts().tolist() == [2, 4, 0, 0]
+
+
+def test_train_and_eval_calls_are_counted_apart(tiny_deberta, batch):
+    model = get_peft_model(tiny_deberta(), spike_config())
+    model.train()
+    model(**batch)
+    model.eval()
+    with torch.no_grad():
+        model(**batch)
+        model(**batch)
+    train = spikelora.sparsity_report(model, phase="train")
+    evaluation = spikelora.sparsity_report(model, phase="eval")
+    both = spikelora.sparsity_report(model)
+    name = next(iter(train.tokens))
+    assert evaluation.tokens[name] == 2 * train.tokens[name] == 2 * 4 * 21
+    assert both.tokens[name] == 3 * 4 * 21
+    spikelora.reset_sparsity(model, phase="eval")
+    assert spikelora.sparsity_report(model, phase="eval").modules == {}
+    assert spikelora.sparsity_report(model, phase="train").tokens == train.tokens
+    with pytest.raises(ValueError, match="phase must be"):
+        spikelora.sparsity_report(model, phase="test")
