@@ -253,3 +253,75 @@ def _from_hub(spec: TaskSpec, split_seed: int) -> DatasetDict:
         return DatasetDict(train=parts["train"], validation=parts["test"])
     keep = [*spec.text_fields, "label"]
     return DatasetDict({s: raw[s].select_columns(keep) for s in ("train", *spec.eval_splits)})
+
+
+# ---------------------------------------------------------------------------------- tokenising
+TOKENIZE_VERSION = 1  # bump when tokenisation changes, to invalidate old caches
+
+
+def source_fingerprint(spec: TaskSpec, data_dir: str | Path | None, split_seed: int) -> dict:
+    """What identifies the raw data: the hub id, or every file's name, size and modification time."""
+    if data_dir is None:
+        return {"hub": list(spec.hub), "split_seed": split_seed}
+    files = sorted(p for p in Path(data_dir).expanduser().iterdir() if p.is_file())
+    return {
+        "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+        "split_seed": split_seed,
+    }
+
+
+def tokenize_task(
+    data: DatasetDict,
+    tokenizer,
+    spec: TaskSpec,
+    max_length: int,
+    cache_dir: str | Path | None,
+    source: dict,
+) -> tuple[DatasetDict, bool]:
+    """Tokenise every split (truncation to ``max_length``, no padding: the collator pads per batch).
+
+    With ``cache_dir`` the result is saved there, keyed by the data source, the tokenizer's full
+    definition and ``max_length``; a second run loads it instead of tokenising again. Returns the
+    data and whether it came from the cache.
+    """
+    import hashlib
+    import json
+    import shutil
+
+    from datasets import load_from_disk
+
+    def encode(batch):
+        texts = [batch[f] for f in spec.text_fields]
+        enc = tokenizer(*texts, truncation=True, max_length=max_length)
+        enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        return enc
+
+    path = None
+    if cache_dir is not None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        tok_id = backend.to_str() if backend is not None else repr(tokenizer)
+        key = json.dumps(
+            {
+                "task": spec.name,
+                "source": source,
+                "tokenizer": hashlib.sha256(tok_id.encode()).hexdigest(),
+                "max_length": max_length,
+                "version": TOKENIZE_VERSION,
+            },
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        path = Path(cache_dir).expanduser() / "tokenized" / f"{spec.name}-{digest}"
+        if (path / "dataset_dict.json").exists():
+            return load_from_disk(str(path)), True
+
+    columns = data["train"].column_names
+    tokenized = data.map(encode, batched=True, remove_columns=[c for c in columns if c != "label"], desc="Tokenising")
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tokenized.save_to_disk(str(tmp))
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+        tokenized = load_from_disk(str(path))
+    return tokenized, False

@@ -3,7 +3,8 @@
 The files go through the same loader as real data (:mod:`spikelora.data`), so a smoke run checks
 the whole path. The rules are learnable by a small model:
 
-* ``cola``: template sentences; unacceptable ones break subject–verb agreement.
+* ``cola``: template sentences in the past tense; unacceptable ones over-regularise the verb
+  ("The dog runned today.").
 * ``subj``: "subjective" sentences carry opinion words, "objective" ones plot words
   (``quote.tok.gt9.5000`` / ``plot.tok.gt9.5000``, the latter written in Latin-1 like the original).
 """
@@ -14,7 +15,19 @@ import random
 from pathlib import Path
 
 NOUNS = ["dog", "cat", "child", "teacher", "bird", "farmer", "singer", "doctor", "horse", "pilot"]
-VERBS = ["run", "sleep", "sing", "laugh", "wait", "swim", "jump", "work", "read", "dance"]
+# (correct past tense, over-regularised error): a child's morphology error, CoLA's "*" kind.
+PAST = [
+    ("ran", "runned"),
+    ("slept", "sleeped"),
+    ("sang", "singed"),
+    ("swam", "swimmed"),
+    ("went", "goed"),
+    ("ate", "eated"),
+    ("fell", "falled"),
+    ("drew", "drawed"),
+    ("flew", "flied"),
+    ("wrote", "writed"),
+]
 ADVERBS = ["quickly", "today", "again", "outside", "often", "slowly", "now", "there"]
 OPINION = ["wonderful", "boring", "i think", "beautifully", "awful", "charming", "i love", "dull"]
 PLOT = ["travels to", "meets", "discovers", "returns to", "escapes from", "café in", "finds", "leaves"]
@@ -24,12 +37,10 @@ SUPPORTED = ("cola", "subj")
 
 
 def _cola_sentence(rng: random.Random) -> tuple[str, int]:
-    noun, verb, adverb = rng.choice(NOUNS), rng.choice(VERBS), rng.choice(ADVERBS)
-    plural = rng.random() < 0.5
-    agrees = rng.random() < 0.6
-    subject = noun + "s" if plural else noun
-    verb_form = verb if plural == agrees else verb + "s"
-    return f"The {subject} {verb_form} {adverb}.", int(agrees)
+    noun, (good, bad), adverb = rng.choice(NOUNS), rng.choice(PAST), rng.choice(ADVERBS)
+    subject = noun + "s" if rng.random() < 0.5 else noun
+    acceptable = rng.random() < 0.6
+    return f"The {subject} {good if acceptable else bad} {adverb}.", int(acceptable)
 
 
 def write_synthetic_cola(directory: Path, n_train: int = 480, n_dev: int = 120, seed: int = 0) -> None:

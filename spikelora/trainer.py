@@ -1,0 +1,207 @@
+"""The Hugging Face ``Trainer`` with what the paper reports recorded as it trains.
+
+Per optimiser step (``history.jsonl`` records of type ``step``): the training loss of the step,
+the global pre-clip gradient L2 norm and the learning rate. They are kept on the device and
+written at each logging step, so recording adds no host sync per step.
+
+Per evaluation (type ``eval``): the task metrics, SpikeLoRA sparsity over the whole evaluation
+set weighted by real tokens (module mean and token-pooled, plus every module), and two
+generalisation gaps:
+
+``gen_gap_ref``    ``eval_loss`` minus the last logged training loss, i.e. the running mean over
+                   the last logging window (the authors' definition)
+``gen_gap_epoch``  ``eval_loss`` minus the mean training loss over the optimiser steps since the
+                   previous evaluation (the final epoch when evaluating every epoch)
+
+Per training log (type ``train_log``): HF's logged values plus the sparsity seen in training
+since the previous log.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from .store import RunStore
+from .tasks import TaskSpec, compute_metrics
+from .telemetry import reset_sparsity, sparsity_report
+
+if not hasattr(Trainer, "_get_grad_norm"):  # pragma: no cover - guards a transformers upgrade
+    raise ImportError(
+        "spikelora.trainer records per-step gradient norms through Trainer._get_grad_norm, which this "
+        "transformers version lacks; install the version range pinned in pyproject.toml."
+    )
+
+
+class SpikeLoraTrainer(Trainer):
+    """``Trainer`` that writes step, log and eval records to a :class:`RunStore` (and W&B)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        task: TaskSpec,
+        store: RunStore,
+        spike: bool,
+        wandb_run: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, compute_metrics=self._task_metrics, **kwargs)
+        self.task = task
+        self.store = store
+        self.spike = spike
+        self.wandb_run = wandb_run
+        self._pending_loss: torch.Tensor | None = None
+        self._pending_steps: list[tuple[int, int, torch.Tensor, Any, float]] = []
+        self._window_losses: list[float] = []  # per-step losses since the previous evaluation
+        self._eval_depth = 0
+        self.eval_records: list[dict[str, Any]] = []
+        self.module_sparsity: dict[str, dict[str, float]] = {}
+        self.non_token_sparsity: dict[str, dict[str, float]] = {}
+
+    # -------------------------------------------------------------- per step
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Returned losses are already scaled for gradient accumulation: their sum is the step's loss.
+        self._pending_loss = loss if self._pending_loss is None else self._pending_loss + loss
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        lr = self.lr_scheduler.get_last_lr()[0] if self.lr_scheduler is not None else self.args.learning_rate
+        # state.epoch still holds the previous step's value, whose floor is this step's epoch index.
+        epoch_index = math.floor(self.state.epoch or 0.0)
+        loss = self._pending_loss if self._pending_loss is not None else torch.tensor(float("nan"))
+        self._pending_steps.append((self.state.global_step + 1, epoch_index, loss, grad_norm, lr))
+        self._pending_loss = None
+        return grad_norm
+
+    def _flush_steps(self) -> None:
+        if not self._pending_steps:
+            return
+        device = self._pending_steps[0][2].device
+        values = torch.stack(
+            [
+                torch.stack(
+                    [
+                        loss.detach().float().reshape(()).to(device),
+                        torch.as_tensor(norm if norm is not None else float("nan"), dtype=torch.float32)
+                        .reshape(())
+                        .to(device),
+                    ]
+                )
+                for _, _, loss, norm, _ in self._pending_steps
+            ]
+        ).tolist()  # the one host transfer for all steps since the last flush
+        records = []
+        for (step, epoch_index, _, _, lr), (loss, norm) in zip(self._pending_steps, values):
+            records.append(
+                {"type": "step", "step": step, "epoch_index": epoch_index, "loss": loss, "grad_norm": norm, "lr": lr}
+            )
+            self._window_losses.append(loss)
+        self._pending_steps.clear()
+        self.store.append_history(records)
+        if self.wandb_run is not None:
+            for r in records:
+                self.wandb_run.log(
+                    {"train/step_loss": r["loss"], "train/grad_norm": r["grad_norm"], "train/lr": r["lr"]},
+                    step=r["step"],
+                )
+
+    # -------------------------------------------------------------- logging
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        is_eval = any(k.startswith("eval_") for k in logs)
+        if not is_eval:
+            self._flush_steps()
+            if self.spike and "loss" in logs:
+                report = sparsity_report(self.model, phase="train")
+                reset_sparsity(self.model, phase="train")
+                logs["train_sparsity"] = report.mean
+                logs["train_sparsity_pooled"] = report.pooled
+        super().log(logs, start_time)
+        if not is_eval:
+            kind = "train_log" if "loss" in logs else "train_summary"
+            self.store.append_history([{"type": kind, "step": self.state.global_step, **self.state.log_history[-1]}])
+            if self.wandb_run is not None:
+                self.wandb_run.log({f"train/{k}": v for k, v in logs.items()}, step=self.state.global_step)
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        self._eval_depth += 1
+        try:
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self._eval_depth -= 1
+            if self._eval_depth == 0:
+                self._window_losses = []
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._flush_steps()
+        if self.spike:
+            reset_sparsity(self.model, phase="eval")
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only=prediction_loss_only,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        p, m = metric_key_prefix, output.metrics
+        if self.spike:
+            report = sparsity_report(self.model, phase="eval")
+            reset_sparsity(self.model, phase="eval")
+            m[f"{p}_sparsity"] = report.mean
+            m[f"{p}_sparsity_pooled"] = report.pooled
+            self.module_sparsity[p] = report.modules
+            self.non_token_sparsity[p] = report.non_token
+        eval_loss = m.get(f"{p}_loss")
+        ref = self._last_logged_train_loss()
+        window = self._window_losses
+        epoch_mean = sum(window) / len(window) if window else None
+        m[f"{p}_train_loss_ref"] = ref
+        m[f"{p}_train_loss_epoch"] = epoch_mean
+        m[f"{p}_gen_gap_ref"] = eval_loss - ref if eval_loss is not None and ref is not None else None
+        m[f"{p}_gen_gap_epoch"] = eval_loss - epoch_mean if eval_loss is not None and epoch_mean is not None else None
+        record = {
+            "type": "eval",
+            "split": p,
+            "step": self.state.global_step,
+            "epoch": self.state.epoch,
+            **m,
+        }
+        if self.spike:
+            record["module_sparsity"] = self.module_sparsity[p]
+        self.eval_records.append(record)
+        self.store.append_history([record])
+        if self.wandb_run is not None:
+            self.wandb_run.log(
+                {f"{p}/{k.removeprefix(p + '_')}": v for k, v in m.items() if v is not None},
+                step=self.state.global_step,
+            )
+        return output
+
+    def _last_logged_train_loss(self) -> float | None:
+        for entry in reversed(self.state.log_history):
+            if "loss" in entry and not any(k.startswith("eval_") for k in entry):
+                return float(entry["loss"])
+        return None
+
+    def _task_metrics(self, prediction) -> dict[str, float]:
+        predictions = prediction.predictions
+        if isinstance(predictions, tuple):
+            predictions = predictions[0]
+        return compute_metrics(self.task, predictions, prediction.label_ids)
+
+    def finish_recording(self) -> None:
+        """Write whatever step records are still pending (call after ``train``)."""
+        self._flush_steps()
+
+
+def main_metric_key(task: TaskSpec) -> str:
+    """The metric that picks the best evaluation: the task's first metric on its first eval split."""
+    prefix = "eval" if len(task.eval_splits) == 1 else f"eval_{task.eval_splits[0]}"
+    return f"{prefix}_{task.metrics[0]}"
