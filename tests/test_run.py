@@ -1,0 +1,289 @@
+"""The runner end to end: config composition, the smoke run, the record, skip, errors, W&B offline."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from peft import PeftModel
+
+import spikelora
+from spikelora.data import load_task_data
+from spikelora.models import build_model_and_tokenizer
+from spikelora.run import plan_run
+from spikelora.store import read_history, read_json
+from spikelora.tasks import TASKS, get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def groups(name: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / name).glob("*.yaml"))
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def test_config_groups_are_complete():
+    assert groups("task") == sorted(TASKS)
+    assert groups("adapter") == ["full", "lora", "spike"]
+    assert {"deberta_v3_base", "tiny"} <= set(groups("model"))
+    assert groups("logger") == ["local", "wandb"]
+    assert "smoke" in groups("experiment")
+
+
+@pytest.mark.parametrize(
+    ("model", "adapter", "logger"), list(itertools.product(groups("model"), groups("adapter"), groups("logger")))
+)
+def test_every_config_composes(model, adapter, logger):
+    extra = ["model.name_or_path=/models/x"] if model == "hf" else []
+    for task in groups("task"):
+        cfg = compose_cfg([f"model={model}", f"adapter={adapter}", f"task={task}", f"logger={logger}", *extra])
+        plan = plan_run(cfg)
+        assert plan.task == task and plan.adapter == adapter
+        assert plan.lr == cfg.task.lr and plan.epochs == cfg.task.epochs and plan.batch_size == cfg.task.batch_size
+
+
+def test_experiment_composes_and_shorthands_reach_the_groups():
+    cfg = compose_cfg(["+experiment=smoke", "r=16", "vth=0.25", "dropout=0.05", "seed=3"])
+    assert (cfg.model.kind, cfg.adapter.r, cfg.adapter.v_threshold, cfg.adapter.dropout) == ("tiny", 16, 0.25, 0.05)
+    plan = plan_run(cfg)
+    assert plan.run_name == "tiny-cola-spike-r16-vth0.25-lr0.01-p0.05-s3"
+    assert plan.run_dir == Path("results/smoke") / plan.run_name
+
+
+def test_paper_defaults():
+    expected = {
+        "cola": (3e-4, 32, 20),
+        "sst2": (8e-4, 64, 4),
+        "mrpc": (1e-3, 32, 20),
+        "stsb": (3e-4, 16, 8),
+        "mnli": (3e-4, 64, 3),
+        "qnli": (3e-4, 32, 3),
+        "rte": (1.2e-3, 32, 15),
+        "qqp": (3e-4, 64, 3),
+    }
+    for task, (lr, batch, epochs) in expected.items():
+        cfg = compose_cfg([f"task={task}"])
+        assert (cfg.task.lr, cfg.task.batch_size, cfg.task.epochs) == (lr, batch, epochs)
+    cfg = compose_cfg([])
+    assert (cfg.adapter.r, cfg.adapter.dropout, cfg.adapter.use_rslora, cfg.adapter.alpha) == (8, 0.0, True, None)
+    assert len(cfg.model.target_modules) == 6
+    t = cfg.trainer
+    assert (t.warmup_steps, t.max_grad_norm, t.weight_decay, t.lr_scheduler_type) == (0.06, 1.0, 0.01, "linear")
+    assert cfg.max_length == 256 and t.eval_strategy == "epoch"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["r=0"], "r must be a positive integer"),
+        (["vth=-0.5"], "vth .* must be >= 0"),
+        (["lr=-1"], "lr must be a positive number"),
+        (["dropout=1.5"], "dropout must be in"),
+    ],
+)
+def test_bad_values_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        plan_run(compose_cfg(overrides))
+
+
+def run_cli(args: list[str], tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "spikelora.run",
+        f"results_dir={tmp_path / 'results'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "trainer.disable_tqdm=true",
+        *args,
+    ]
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=full_env)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["task=colaa"], "Could not find 'task/colaa'"),
+        (["lrr=0.1"], "Key 'lrr' is not in struct"),
+        (["r=0"], "r must be a positive integer"),
+        (["+trainer.not_an_argument=1"], "trainer.\\* keys must be TrainingArguments fields"),
+    ],
+)
+def test_bad_overrides_fail_fast_with_a_clear_message(args, message, tmp_path):
+    proc = run_cli(["+experiment=smoke", *args], tmp_path)
+    assert proc.returncode != 0
+    assert re.search(message, proc.stderr + proc.stdout), proc.stderr[-2000:]
+    assert not list((tmp_path / "results").glob("smoke/tiny-*/metrics.json"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One real smoke run through the command line (shared by the record tests below)."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    proc = run_cli(["+experiment=smoke"], tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp / "results" / "smoke" / "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s0"
+    return tmp, run_dir, proc
+
+
+def test_smoke_run_writes_a_complete_record(smoke_run):
+    _, run_dir, proc = smoke_run
+    assert "complete" in proc.stdout
+    for name in ("config.yaml", "metrics.json", "history.jsonl", "module_sparsity.json", "adapter/adapter_config.json"):
+        assert (run_dir / name).is_file(), name
+    m = read_json(run_dir / "metrics.json")
+    assert m["status"] == "complete"
+    assert (m["train_samples"], m["eval_samples"]) == (480, {"validation": 120})
+    assert m["final"]["epoch"] == 8.0 and m["train"]["global_step"] == 120
+    for key in ("eval_loss", "eval_mcc", "eval_sparsity", "eval_gen_gap_ref", "eval_gen_gap_epoch"):
+        assert isinstance(m["final"][key], float), key
+    assert m["final"]["eval_mcc"] > 0.5  # the generated rule is learnt
+    assert m["best"]["eval_mcc"] >= m["final"]["eval_mcc"]
+    assert set(m["versions"]) >= {"torch", "transformers", "peft", "spikelora"}
+    sparsity = read_json(run_dir / "module_sparsity.json")["eval"]
+    assert len(sparsity) == 12 and all(0 <= v <= 1 for v in sparsity.values())
+
+
+def test_history_agrees_with_independent_recomputation(smoke_run):
+    _, run_dir, _ = smoke_run
+    history = read_history(run_dir / "history.jsonl")
+    steps = [r for r in history if r["type"] == "step"]
+    logs = [r for r in history if r["type"] == "train_log"]
+    evals = [r for r in history if r["type"] == "eval"]
+    assert [r["step"] for r in steps] == list(range(1, 121))
+    assert len(evals) == 8 and len(logs) == 120 // 5
+    by_step = {r["step"]: r for r in steps}
+    # HF's own logged grad norm (of the logging step) and running-mean loss (over the window).
+    previous = 0
+    for log in logs:
+        assert by_step[log["step"]]["grad_norm"] == pytest.approx(log["grad_norm"], rel=1e-5)
+        window = [by_step[s]["loss"] for s in range(previous + 1, log["step"] + 1)]
+        assert sum(window) / len(window) == pytest.approx(log["loss"], rel=1e-4)
+        assert 0 <= log["train_sparsity"] <= 1
+        previous = log["step"]
+    # Generalisation gaps from the records themselves.
+    previous_eval = 0
+    for ev in evals:
+        last_log = max((lg for lg in logs if lg["step"] <= ev["step"]), key=lambda lg: lg["step"])
+        assert ev["eval_gen_gap_ref"] == pytest.approx(ev["eval_loss"] - last_log["loss"], abs=1e-9)
+        epoch_losses = [by_step[s]["loss"] for s in range(previous_eval + 1, ev["step"] + 1)]
+        assert ev["eval_gen_gap_epoch"] == pytest.approx(ev["eval_loss"] - sum(epoch_losses) / 15, abs=1e-9)
+        previous_eval = ev["step"]
+    # Learning rate: linear warmup over 6 % of 120 steps (8 steps), then linear decay.
+    assert by_step[1]["lr"] < by_step[8]["lr"] and by_step[60]["lr"] > by_step[120]["lr"]
+    assert steps[-1]["loss"] < steps[0]["loss"]
+
+
+def test_final_sparsity_equals_a_direct_count_with_the_saved_adapter(smoke_run):
+    tmp, run_dir, _ = smoke_run
+    cfg = compose_cfg(["+experiment=smoke"])
+    spec = get_task("cola")
+    base, tokenizer = build_model_and_tokenizer(cfg.model, spec, seed=0)
+    model = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()
+    data = load_task_data(spec, tmp / "results" / "smoke" / "data" / "cola")["validation"]
+    per_module: dict[str, list[int]] = {}
+    hooks = []
+    current = {}
+    for name, layer in model.named_modules():
+        if isinstance(layer, spikelora.SpikeLoraLinear):
+
+            def hook(_m, _i, h, name=name):
+                mask = current["mask"]
+                if h.shape[:2] == mask.shape:
+                    f = int(((h / 2.0 >= 0.1) & mask[..., None]).sum())
+                    n = int(mask.sum()) * h.shape[-1]
+                    c = per_module.setdefault(name.removeprefix("base_model.model."), [0, 0])
+                    c[0] += f
+                    c[1] += n
+
+            hooks.append(layer.lora_A["default"].register_forward_hook(hook))
+    with torch.no_grad():
+        for i in range(0, len(data), 64):
+            enc = tokenizer(
+                data["sentence"][i : i + 64], padding=True, truncation=True, max_length=32, return_tensors="pt"
+            )
+            current["mask"] = enc["attention_mask"].bool()
+            model(**enc)
+    expected = {k: 1 - f / n for k, (f, n) in per_module.items()}
+    recorded = read_json(run_dir / "module_sparsity.json")["eval"]
+    assert recorded.keys() == expected.keys()
+    for k in expected:
+        assert recorded[k] == pytest.approx(expected[k], abs=1e-9)
+    final = read_json(run_dir / "metrics.json")["final"]
+    assert final["eval_sparsity"] == pytest.approx(sum(expected.values()) / len(expected), abs=1e-9)
+
+
+def test_second_identical_run_is_skipped_and_force_reuses_the_token_cache(smoke_run):
+    tmp, run_dir, _ = smoke_run
+    before = (run_dir / "metrics.json").read_bytes()
+    proc = run_cli(["+experiment=smoke"], tmp)
+    assert proc.returncode == 0 and "skipped (complete)" in proc.stdout
+    assert (run_dir / "metrics.json").read_bytes() == before
+    proc = run_cli(["+experiment=smoke", "force=true", "trainer.max_steps=2"], tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = read_json(run_dir / "metrics.json")
+    assert m["status"] == "complete" and m["tokenized_from_cache"] is True
+    assert m["train"]["global_step"] == 2
+    assert m["final"]["step"] == 2  # evaluated after the last step even though no epoch ended
+
+
+def test_a_run_that_dies_is_recorded_as_failed_never_complete(tmp_path):
+    # Evaluation with batch size 0 fails after the first training epoch, mid-run.
+    proc = run_cli(["+experiment=smoke", "trainer.per_device_eval_batch_size=0"], tmp_path)
+    assert proc.returncode != 0
+    m = read_json(tmp_path / "results" / "smoke" / "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s0" / "metrics.json")
+    assert m["status"] == "failed" and "batch_size" in m["error"]
+    # The next identical run is not skipped: only complete records are.
+    proc = run_cli(["+experiment=smoke", "trainer.max_steps=2"], tmp_path)
+    assert proc.returncode == 0 and "skipped" not in proc.stdout
+
+
+def test_bad_data_fails_before_anything_is_written(tmp_path):
+    # The generated data is fine; a label outside CoLA's set in dev.tsv fails the run before training.
+    data = tmp_path / "data"
+    proc = run_cli(["+experiment=smoke", f"task.data_dir={data}"], tmp_path)
+    assert proc.returncode == 0
+    (data / "dev.tsv").write_text("syn01\t7\t\tThe dog ran today.\n", encoding="utf-8")
+    proc = run_cli(["+experiment=smoke", f"task.data_dir={data}", "seed=1"], tmp_path)
+    assert proc.returncode != 0
+    assert "dev.tsv:1: label '7' is outside 0..1" in proc.stderr
+    assert not (tmp_path / "results" / "smoke" / "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s1" / "metrics.json").exists()
+
+
+def test_wandb_offline_run_files_exist(tmp_path):
+    proc = run_cli(
+        ["+experiment=smoke", "logger=wandb", "logger.mode=offline", "trainer.max_steps=3", "adapter=lora"],
+        tmp_path,
+        env={"WANDB_SILENT": "true"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "results" / "smoke" / "tiny-cola-lora-r8-lr0.01-p0-s0"
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    assert list(offline[0].glob("run-*.wandb"))
+    assert read_json(run_dir / "metrics.json")["status"] == "complete"
+
+
+def test_full_fine_tuning_and_lora_run(tmp_path):
+    for adapter in ("full", "lora"):
+        proc = run_cli(["+experiment=smoke", f"adapter={adapter}", "trainer.max_steps=4"], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    full = read_json(next((tmp_path / "results" / "smoke").glob("tiny-cola-full-*/metrics.json")))
+    lora = read_json(next((tmp_path / "results" / "smoke").glob("tiny-cola-lora-*/metrics.json")))
+    assert full["trainable_params"] == full["total_params"]
+    assert lora["trainable_params"] < full["trainable_params"]
+    assert "eval_sparsity" not in lora["final"] and lora["eval_sparsity"] is None
+    assert json.loads(json.dumps(full))  # strict JSON (no NaN)
