@@ -58,10 +58,7 @@ class Strategy:
     def next_batch(self, i: int) -> dict:
         t0 = time.perf_counter()
         items = [self.features[j] for j in self.batches[i % len(self.batches)]]
-        if self.name == "fixed128":
-            batch = self.collator(items, pad_to=128)
-        else:
-            batch = self.collator(items)
+        batch = self.collator(items, fixed=self.name == "fixed128")
         self.batch_times.append(time.perf_counter() - t0)
         self.real += int(batch["attention_mask"].sum())
         self.padded += batch["attention_mask"].numel()
@@ -85,10 +82,10 @@ def main() -> None:
         for n in lengths
     ]
     pad = DataCollatorWithPadding(tokenizer)
-    fixed = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=128)
+    fixed_pad = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=128)
 
-    def collate(items, pad_to=None):
-        return fixed(items) if pad_to else pad(items)
+    def collate(items, fixed=False):
+        return fixed_pad(items) if fixed else pad(items)
 
     strategies = [Strategy(name, features, args.batch, collate, seed=0) for name in ("fixed128", "dynamic", "grouped")]
     config = DebertaV2Config(
