@@ -90,7 +90,7 @@ def plan_run(cfg: DictConfig) -> Plan:
         parts.append(f"p{_fmt(dropout)}")
     parts.append(f"s{cfg.seed}")
     name = "-".join(parts)
-    run_dir = Path(cfg.results_dir).expanduser() / str(cfg.experiment) / name
+    run_dir = Path(cfg.results_dir).expanduser() / str(cfg.experiment_name) / name
     return Plan(spec.name, adapter, cfg.model.name, r, vth, float(lr), dropout, cfg.seed, epochs, batch, name, run_dir)
 
 
@@ -190,7 +190,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     eval_sets = {s: data[s] for s in spec.eval_splits}
     info = {
         "run_name": plan.run_name,
-        "experiment": str(cfg.experiment),
+        "experiment": str(cfg.experiment_name),
         "task": plan.task,
         "model": plan.model,
         "adapter": plan.adapter,

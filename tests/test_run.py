@@ -55,6 +55,14 @@ def test_every_config_composes(model, adapter, logger):
         assert plan.lr == cfg.task.lr and plan.epochs == cfg.task.epochs and plan.batch_size == cfg.task.batch_size
 
 
+@pytest.mark.parametrize("experiment", groups("experiment"))
+def test_every_experiment_file_composes(experiment):
+    plan = plan_run(compose_cfg([f"+experiment={experiment}"]))
+    assert plan.run_dir.parent.name == experiment
+    if experiment in ("rank", "vth"):
+        assert plan.lr == 5e-4 and plan.task == "cola"
+
+
 def test_experiment_composes_and_shorthands_reach_the_groups():
     cfg = compose_cfg(["+experiment=smoke", "r=16", "vth=0.25", "dropout=0.05", "seed=3"])
     assert (cfg.model.kind, cfg.adapter.r, cfg.adapter.v_threshold, cfg.adapter.dropout) == ("tiny", 16, 0.25, 0.05)
