@@ -325,3 +325,33 @@ def test_real_pretrained_model_from_a_local_path(tmp_path):
         keys = list(f.keys())
     assert sum(".lora_A." in k for k in keys) == 6 * 6  # six linears in each of MiniLM's six layers
     assert len(read_json(run_dir / "module_sparsity.json")["eval"]) == 36
+
+
+@pytest.mark.parametrize("task", ["mnli", "stsb", "subj"])
+def test_multi_split_regression_and_subj_runs(task, tmp_path):
+    """MNLI evaluates matched and mismatched; STS-B is a regression; Subj splits its raw files."""
+    from test_data import glue_files
+
+    if task == "subj":
+        args = [f"task.data_dir={tmp_path / 'subj'}", "task.synthetic=true"]
+    else:
+        args = [f"task.data_dir={glue_files(task, tmp_path)}"]
+    proc = run_cli(
+        ["model=tiny", f"task={task}", "experiment_name=t", "trainer.max_steps=2", "max_length=32", *args], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = read_json(next((tmp_path / "results" / "t").glob(f"tiny-{task}-*/metrics.json")))
+    final = m["final"]
+    if task == "mnli":
+        for split in ("validation_matched", "validation_mismatched"):
+            assert isinstance(final[f"eval_{split}_accuracy"], float)
+            assert isinstance(final[f"eval_{split}_sparsity"], float)
+        assert m["main_metric"] == "eval_validation_matched_accuracy"
+        assert m["eval_samples"] == {"validation_matched": 1, "validation_mismatched": 2}
+    elif task == "stsb":
+        # One dev row: the correlations are undefined and stored as null, the loss is a number.
+        assert final["eval_pearson"] is None and final["eval_spearman"] is None
+        assert isinstance(final["eval_loss"], float)
+    else:
+        assert (m["train_samples"], m["eval_samples"]["validation"]) == (540, 60)
+        assert 0.0 <= final["eval_accuracy"] <= 1.0
