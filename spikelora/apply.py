@@ -13,8 +13,14 @@ from .adapter import SpikeLoraConfig
 ADAPTER_TYPES = ("lora", "spike", "full")
 
 
-def peft_config(adapter: Any, target_modules: Any, modules_to_save: list[str] | None) -> LoraConfig | None:
-    """The PEFT config of ``adapter`` (``None`` for full fine-tuning)."""
+def peft_config(
+    adapter: Any, target_modules: Any, modules_to_save: list[str] | None, task_type: str | None = "SEQ_CLS"
+) -> LoraConfig | None:
+    """The PEFT config of ``adapter`` (``None`` for full fine-tuning).
+
+    ``task_type="SEQ_CLS"`` suits Hugging Face classifiers (PEFT also trains their head); plain
+    PyTorch models such as SpikeGPT take ``None`` and name their head in ``modules_to_save``.
+    """
     if adapter.type not in ADAPTER_TYPES:
         raise ValueError(f"Unknown adapter type {adapter.type!r}: use one of {', '.join(ADAPTER_TYPES)}.")
     if adapter.type == "full":
@@ -32,7 +38,7 @@ def peft_config(adapter: Any, target_modules: Any, modules_to_save: list[str] | 
         lora_dropout=float(adapter.dropout),
         target_modules=targets,
         modules_to_save=list(modules_to_save) if modules_to_save else None,
-        task_type="SEQ_CLS",
+        task_type=task_type,
     )
     if adapter.type == "lora":
         return LoraConfig(**common)
@@ -51,7 +57,10 @@ def peft_config(adapter: Any, target_modules: Any, modules_to_save: list[str] | 
 
 def apply_adapter(model: nn.Module, adapter: Any, target_modules: Any, modules_to_save: list[str] | None) -> nn.Module:
     """Wrap ``model`` with the adapter (PEFT), or make every parameter trainable (``full``)."""
-    config = peft_config(adapter, target_modules, modules_to_save)
+    from transformers import PreTrainedModel
+
+    task_type = "SEQ_CLS" if isinstance(model, PreTrainedModel) else None
+    config = peft_config(adapter, target_modules, modules_to_save, task_type)
     if config is None:
         for p in model.parameters():
             p.requires_grad_(True)

@@ -2,11 +2,13 @@
 
 ``kind: hf`` loads any sequence-classification model and its tokenizer by hub id or local path
 (``model.name_or_path``); ``kind: tiny`` builds a small DeBERTa-v2 from a config with a
-byte-level tokenizer made in code, so nothing is downloaded.
+byte-level tokenizer made in code, so nothing is downloaded; ``kind: spikegpt`` loads a SpikeGPT
+checkpoint (or builds a random one from its sizes) with the GPT-NeoX-20B tokenizer.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -97,7 +99,65 @@ def build_model_and_tokenizer(cfg: Any, task: TaskSpec, seed: int) -> tuple[PreT
             ) from err
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        if model.config.pad_token_id is None:
-            model.config.pad_token_id = tokenizer.pad_token_id
+        if model.cfg.pad_token_id is None:
+            model.cfg.pad_token_id = tokenizer.pad_token_id
         return model, tokenizer
-    raise ValueError(f"Unknown model.kind {cfg.kind!r}: use 'hf' or 'tiny'.")
+    if cfg.kind == "spikegpt":
+        return _spikegpt(cfg, task, seed)
+    raise ValueError(f"Unknown model.kind {cfg.kind!r}: use 'hf', 'tiny' or 'spikegpt'.")
+
+
+def spikegpt_tokenizer(source: str) -> PreTrainedTokenizerFast:
+    """GPT-NeoX-20B BPE from ``20B_tokenizer.json`` (a file), a directory or hub id; ``byte`` for tests.
+
+    Padding is ``<|padding|>`` (id 1), on the right, as in the SpikeGPT recipes.
+    """
+    if source == "byte":
+        return byte_level_tokenizer()
+    path = Path(str(source)).expanduser()
+    if path.is_file():
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    else:
+        try:
+            tok = AutoTokenizer.from_pretrained(str(source))
+        except OSError as err:
+            raise OSError(
+                f"Could not load the SpikeGPT tokenizer {source!r}: {err}\nOffline, pass "
+                "model.tokenizer=/path/to/20B_tokenizer.json (SpikeGPT's tools/20B_tokenizer.json, or the "
+                "tokenizer.json of EleutherAI/gpt-neox-20b)."
+            ) from err
+    if "<|padding|>" in tok.get_vocab():
+        tok.pad_token = "<|padding|>"
+    elif tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    tok.padding_side = "right"
+    return tok
+
+
+def _spikegpt(cfg: Any, task: TaskSpec, seed: int):
+    from .spikegpt import SpikeGPT, SpikeGPTConfig
+
+    if task.is_regression:
+        raise ValueError(f"SpikeGPT has a classification head only; task {task.name!r} is a regression.")
+    tokenizer = spikegpt_tokenizer(cfg.tokenizer)
+    if cfg.get("checkpoint"):
+        model = SpikeGPT.from_checkpoint(
+            cfg.checkpoint, n_classes=task.num_labels, ctx_len=cfg.ctx_len, pooling=cfg.pooling
+        )
+        if model.cfg.vocab_size < len(tokenizer):
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the checkpoint's embedding only "
+                f"{model.cfg.vocab_size}: use SpikeGPT's 20B_tokenizer.json."
+            )
+        return model, tokenizer
+    config = SpikeGPTConfig(
+        n_layer=cfg.n_layer,
+        n_embd=cfg.n_embd,
+        vocab_size=len(tokenizer),
+        ctx_len=cfg.ctx_len,
+        n_classes=task.num_labels,
+        pooling=cfg.pooling,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return SpikeGPT(config), tokenizer

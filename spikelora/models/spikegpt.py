@@ -1,0 +1,310 @@
+"""SpikeGPT (Zhu et al., 2024) in plain PyTorch, state-dict compatible with ``SpikeGPT-216M.pth``.
+
+One file, nanoGPT style. Notation: L layers, C channels, V vocabulary, B batch, T tokens.
+
+    x = Θ(emb[idx])                                  spiking embedding (Heaviside, ATan surrogate)
+    for block i:  (i == 0: x = ln0(x))
+        x = x + LIF(att(ln1(x)))                     time-mix (SRWKV), LIF over the token axis
+        x = x + LIF(ffn(ln2(x)))                     channel-mix (SRFFN)
+        x = dropout(x)
+    logits = head(ln_out(x))                         LM head [V, C], or a new n_classes head
+
+Token shift: xx_t = x_{t−1} (xx_0 = 0); lerp_μ(x) = μ·x + (1 − μ)·xx.
+
+Time-mix: k = W_k lerp_k, v = W_v lerp_v, r = W_r lerp_r; out = W_o (σ(r) ⊙ WKV(w, u, k, v)) with
+w = −exp(time_decay), u = time_first and
+
+    WKV_t = (Σ_{i<t} e^{(t−1−i)w + k_i} v_i + e^{u + k_t} v_t) / (Σ_{i<t} e^{(t−1−i)w + k_i} + e^{u + k_t})
+
+computed by the numerically stable scan of the CUDA kernel (:func:`wkv`).
+
+Channel-mix: out = σ(W_r lerp_r) ⊙ W_v (ReLU(W_k lerp_k))².
+
+LIF (multi-step, per channel, membrane at rest for every sequence): H_t = V_{t−1} + (X_t − V_{t−1})/τ,
+S_t = Θ(H_t − V_θ), V_t = H_t (1 − S_t), τ = 2, V_θ = 1, ATan surrogate α = 2. No state survives
+a forward call, so no reset calls are ever needed.
+
+Classification (``n_classes``): a new ``head`` [n_classes, C] ~ N(0, 0.02) reads one position:
+``pooling="last_token"`` (the last real token; default, independent of batch padding) or
+``"last_position"`` (the authors' recipe: the last position of the right-padded batch).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..neuron import ATanSpike
+
+HUB_REPO = "ridger/SpikeGPT-OpenWebText-216M"
+HUB_FILE = "SpikeGPT-216M.pth"
+POOLINGS = ("last_token", "last_position")
+
+
+@dataclass
+class SpikeGPTConfig:
+    n_layer: int
+    n_embd: int
+    vocab_size: int
+    ctx_len: int = 1024
+    n_classes: int | None = None  # None: the language-model head, as in the checkpoint
+    pooling: str = "last_token"
+    dropout: float = 0.03
+    tau: float = 2.0
+    v_threshold: float = 1.0
+    surrogate_alpha: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.n_layer < 2:
+            raise ValueError(f"SpikeGPT needs n_layer >= 2 (its init divides by n_layer - 1), got {self.n_layer}.")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
+
+
+def spike(x: torch.Tensor, alpha: float = 2.0) -> torch.Tensor:
+    """Θ(x) = 1[x ≥ 0] with the arctangent surrogate gradient."""
+    return ATanSpike.apply(x, alpha)
+
+
+def lif(x: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0, alpha: float = 2.0) -> torch.Tensor:
+    """Multi-step LIF over the token axis of ``x`` (B, T, C); returns the spikes. Hard reset, not detached."""
+    v = torch.zeros_like(x[:, 0])
+    out = []
+    for t in range(x.shape[1]):
+        h = v + (x[:, t] - v) / tau
+        s = spike(h - v_threshold, alpha)
+        v = h * (1 - s)
+        out.append(s)
+    return torch.stack(out, dim=1)
+
+
+def wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The WKV recurrence by the stable scan: ``w`` = −exp(time_decay), ``u`` [C]; ``k``, ``v`` [B, T, C].
+
+    State (p, q, o): numerator and denominator divided by e^o. Runs in float32 (float64 stays
+    float64), one loop over tokens; autograd differentiates it.
+    """
+    dtype = torch.promote_types(k.dtype, torch.float32)
+    w, u, k, v = (t.to(dtype) for t in (w, u, k, v))
+    B, T, C = k.shape
+    p = torch.zeros(B, C, dtype=dtype, device=k.device)
+    q = torch.zeros(B, C, dtype=dtype, device=k.device)
+    o = torch.full((B, C), -1e38, dtype=dtype, device=k.device)
+    ys = []
+    for t in range(T):
+        kt, vt = k[:, t], v[:, t]
+        uk = u + kt
+        n = torch.maximum(o, uk)
+        a, b = torch.exp(o - n), torch.exp(uk - n)
+        ys.append((a * p + b * vt) / (a * q + b))
+        wo = w + o
+        n = torch.maximum(wo, kt)
+        a, b = torch.exp(wo - n), torch.exp(kt - n)
+        p = a * p + b * vt
+        q = a * q + b
+        o = n
+    return torch.stack(ys, dim=1)
+
+
+def token_shift(x: torch.Tensor) -> torch.Tensor:
+    """xx_t = x_{t−1}, zeros at t = 0."""
+    return F.pad(x, (0, 0, 1, -1))
+
+
+class TimeMix(nn.Module):
+    def __init__(self, C: int) -> None:
+        super().__init__()
+        self.time_decay = nn.Parameter(torch.zeros(C))
+        self.time_first = nn.Parameter(torch.zeros(C))
+        self.time_mix_k = nn.Parameter(torch.ones(1, 1, C))
+        self.time_mix_v = nn.Parameter(torch.ones(1, 1, C))
+        self.time_mix_r = nn.Parameter(torch.ones(1, 1, C))
+        self.key = nn.Linear(C, C, bias=False)
+        self.value = nn.Linear(C, C, bias=False)
+        self.receptance = nn.Linear(C, C, bias=False)
+        self.output = nn.Linear(C, C, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xx = token_shift(x)
+        k = self.key(x * self.time_mix_k + xx * (1 - self.time_mix_k))
+        v = self.value(x * self.time_mix_v + xx * (1 - self.time_mix_v))
+        r = self.receptance(x * self.time_mix_r + xx * (1 - self.time_mix_r))
+        y = wkv(-torch.exp(self.time_decay), self.time_first, k, v).to(x.dtype)
+        return self.output(torch.sigmoid(r) * y)
+
+
+class ChannelMix(nn.Module):
+    def __init__(self, C: int) -> None:
+        super().__init__()
+        self.time_mix_k = nn.Parameter(torch.ones(1, 1, C))
+        self.time_mix_r = nn.Parameter(torch.ones(1, 1, C))
+        self.key = nn.Linear(C, 4 * C, bias=False)
+        self.receptance = nn.Linear(C, C, bias=False)
+        self.value = nn.Linear(4 * C, C, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xx = token_shift(x)
+        k = self.key(x * self.time_mix_k + xx * (1 - self.time_mix_k))
+        r = self.receptance(x * self.time_mix_r + xx * (1 - self.time_mix_r))
+        return torch.sigmoid(r) * self.value(torch.square(torch.relu(k)))
+
+
+class Block(nn.Module):
+    def __init__(self, config: SpikeGPTConfig, layer_id: int) -> None:
+        super().__init__()
+        C = config.n_embd
+        self.cfg = config
+        # Attribute order = the checkpoint's key order (ln1, ln2, ln0, att, ffn).
+        self.ln1 = nn.LayerNorm(C)
+        self.ln2 = nn.LayerNorm(C)
+        if layer_id == 0:
+            self.ln0 = nn.LayerNorm(C)
+        self.att = TimeMix(C)
+        self.ffn = ChannelMix(C)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        if hasattr(self, "ln0"):
+            x = self.ln0(x)
+        x = x + lif(self.att(self.ln1(x)), c.tau, c.v_threshold, c.surrogate_alpha)
+        x = x + lif(self.ffn(self.ln2(x)), c.tau, c.v_threshold, c.surrogate_alpha)
+        return self.dropout(x)
+
+
+class SpikeGPT(nn.Module):
+    """SpikeGPT; ``forward(input_ids, attention_mask=None, labels=None)``. Its config is ``model.cfg``
+    (not ``model.config``, which the Hugging Face Trainer would take for a ``PretrainedConfig``).
+
+    Returns the logits (B, T, V) for the language model; with ``n_classes`` a
+    ``SequenceClassifierOutput`` (``loss`` when ``labels`` are given, ``logits`` (B, n_classes)),
+    so that PEFT and the Hugging Face ``Trainer`` can drive it.
+    """
+
+    def __init__(self, config: SpikeGPTConfig) -> None:
+        super().__init__()
+        self.cfg = config
+        C = config.n_embd
+        self.emb = nn.Embedding(config.vocab_size, C)
+        self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.ln_out = nn.LayerNorm(C)
+        self.head = nn.Linear(C, config.n_classes or config.vocab_size, bias=False)
+        if not self.emb.weight.is_meta:
+            self.init_weights()
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """The upstream RWKV initialisation (used for random-init models and tests)."""
+        L, C = self.cfg.n_layer, self.cfg.n_embd
+        h = torch.arange(C, dtype=torch.float32)
+        x = h / C
+        for i, block in enumerate(self.blocks):
+            r0, r1 = i / (L - 1), 1.0 - i / L
+            att, ffn = block.att, block.ffn
+            att.time_decay.copy_(-5 + 8 * (h / max(C - 1, 1)) ** (0.7 + 1.3 * r0))
+            att.time_first.copy_(math.log(0.3) + 0.5 * (((h + 1) % 3) - 1))
+            att.time_mix_k.copy_((x**r1).view(1, 1, C))
+            att.time_mix_v.copy_((x**r1 + 0.3 * r0).view(1, 1, C))
+            att.time_mix_r.copy_((x ** (0.5 * r1)).view(1, 1, C))
+            ffn.time_mix_k.copy_((x**r1).view(1, 1, C))
+            ffn.time_mix_r.copy_((x**r1).view(1, 1, C))
+            for lin in (att.key, att.value, att.receptance, att.output, ffn.key, ffn.receptance, ffn.value):
+                out_f, in_f = lin.weight.shape
+                nn.init.orthogonal_(lin.weight, gain=math.sqrt(out_f / in_f) if out_f > in_f else 1.0)
+        nn.init.normal_(self.emb.weight, std=0.5)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    # ------------------------------------------------------------------ forward
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] > self.cfg.ctx_len:
+            raise ValueError(f"sequence of {input_ids.shape[1]} tokens exceeds ctx_len={self.cfg.ctx_len}.")
+        x = spike(self.emb(input_ids), self.cfg.surrogate_alpha)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_out(x)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels=None, **_ignored):
+        x = self.hidden(input_ids)
+        if self.cfg.n_classes is None:
+            return self.head(x)
+        if self.cfg.pooling == "last_token" and attention_mask is not None:
+            last = attention_mask.long().sum(dim=1).clamp_min(1) - 1
+            pooled = x[torch.arange(x.shape[0], device=x.device), last]
+        else:
+            pooled = x[:, -1]
+        logits = self.head(pooled)
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    # ------------------------------------------------------------------ checkpoints
+    @staticmethod
+    def manifest(config: SpikeGPTConfig) -> dict[str, tuple[int, ...]]:
+        """Every state-dict key and shape of a model with ``config`` (the checkpoint format)."""
+        return {k: tuple(v.shape) for k, v in SpikeGPT._meta(config).state_dict().items()}
+
+    @staticmethod
+    def _meta(config: SpikeGPTConfig) -> SpikeGPT:
+        with torch.device("meta"):
+            return SpikeGPT(config)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path_or_hub_id: str | Path, n_classes: int | None = None, ctx_len: int = 1024, **config_kwargs
+    ) -> SpikeGPT:
+        """Load ``SpikeGPT-*.pth`` (a local file, or a hub repo id holding ``SpikeGPT-216M.pth``).
+
+        n_layer, n_embd and vocab_size are read off the tensors' shapes; loading is strict and
+        in fp32. With ``n_classes`` the LM head is then replaced by a new classification head.
+        """
+        path = Path(str(path_or_hub_id)).expanduser()
+        if not path.is_file():
+            repo, _, filename = str(path_or_hub_id).partition(":")
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+                raise FileNotFoundError(f"No SpikeGPT checkpoint at {path_or_hub_id!r} (neither a file nor a hub id).")
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(repo_id=repo, filename=filename or HUB_FILE))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "emb.weight" not in state:
+            raise ValueError(f"{path} is not a SpikeGPT state dict (no 'emb.weight' tensor).")
+        V, C = state["emb.weight"].shape
+        L = len({k.split(".")[1] for k in state if re.match(r"blocks\.\d+\.ln1\.weight$", k)})
+        config = SpikeGPTConfig(n_layer=L, n_embd=C, vocab_size=V, ctx_len=ctx_len, **config_kwargs)
+        expected = cls.manifest(config)
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        shapes = sorted(
+            f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
+            for k in set(expected) & set(state)
+            if tuple(state[k].shape) != expected[k]
+        )
+        if missing or unexpected or shapes:
+            raise ValueError(
+                f"{path} does not match SpikeGPT (L={L}, C={C}, V={V}):"
+                + (f"\n  missing keys: {missing}" if missing else "")
+                + (f"\n  unexpected keys: {unexpected}" if unexpected else "")
+                + (f"\n  mis-shaped: {shapes}" if shapes else "")
+            )
+        model = cls(config)
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        if n_classes is not None:
+            model.set_classifier(n_classes)
+        return model
+
+    def set_classifier(self, n_classes: int, pooling: str | None = None) -> None:
+        """Replace the LM head by a new ``Linear(C, n_classes)`` ~ N(0, 0.02)."""
+        self.cfg.n_classes = n_classes
+        if pooling is not None:
+            self.cfg.pooling = pooling
+        head = nn.Linear(self.cfg.n_embd, n_classes, bias=False, device=self.emb.weight.device)
+        nn.init.normal_(head.weight, std=0.02)
+        self.head = head

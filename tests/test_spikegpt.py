@@ -1,0 +1,215 @@
+"""SpikeGPT: checkpoint format, WKV scan, recurrent equivalence, LIF, causality, padding, LoRA."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from peft import get_peft_model
+from spikegpt_reference import recurrent_forward, wkv_closed_form
+
+from spikelora import SpikeLoraConfig, SpikeLoraLinear
+from spikelora.models.spikegpt import SpikeGPT, SpikeGPTConfig, lif, token_shift, wkv
+from spikelora.store import read_history, read_json
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ["att.key", "att.value", "att.receptance", "ffn.key", "ffn.value", "ffn.receptance"]
+
+
+def tiny(dtype=torch.float64, n_classes=None, seed=0, **kw) -> SpikeGPT:
+    torch.manual_seed(seed)
+    model = SpikeGPT(SpikeGPTConfig(n_layer=3, n_embd=32, vocab_size=97, ctx_len=64, n_classes=n_classes, **kw))
+    with torch.no_grad():  # larger branch outputs so that the LIFs actually fire in a 3-layer toy
+        for blk in model.blocks:
+            blk.att.output.weight.mul_(6)
+            blk.ffn.value.weight.mul_(6)
+    return model.to(dtype).eval()
+
+
+def test_216m_manifest_on_meta_device():
+    config = SpikeGPTConfig(n_layer=18, n_embd=768, vocab_size=50277, ctx_len=1024)
+    model = SpikeGPT._meta(config)
+    state = model.state_dict()
+    assert len(state) == 330
+    assert (
+        sum(v.numel() for v in state.values())
+        == 215_399_424
+        == 2 * 50277 * 768 + 4 * 768 + 18 * (13 * 768**2 + 11 * 768)
+    )
+    assert not list(model.buffers())
+    manifest = SpikeGPT.manifest(config)
+    assert manifest["emb.weight"] == (50277, 768) and manifest["head.weight"] == (50277, 768)
+    assert manifest["blocks.0.ln0.weight"] == (768,) and "blocks.1.ln0.weight" not in manifest
+    assert manifest["blocks.17.att.time_mix_k"] == (1, 1, 768)
+    assert manifest["blocks.5.ffn.key.weight"] == (3072, 768) and manifest["blocks.5.ffn.value.weight"] == (768, 3072)
+    small = SpikeGPT._meta(SpikeGPTConfig(n_layer=12, n_embd=512, vocab_size=50277))
+    n = sum(p.numel() for p in small.parameters())
+    assert (n, n - 50277 * 512) == (92_447_744, 66_705_920)
+
+
+def test_synthetic_checkpoint_loads_strictly_and_round_trips(tmp_path):
+    config = SpikeGPTConfig(n_layer=2, n_embd=32, vocab_size=50)
+    g = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(shape, generator=g).to(torch.bfloat16) for k, shape in SpikeGPT.manifest(config).items()}
+    path = tmp_path / "SpikeGPT-tiny.pth"
+    torch.save(state, path)
+    model = SpikeGPT.from_checkpoint(path)
+    assert (model.cfg.n_layer, model.cfg.n_embd, model.cfg.vocab_size) == (2, 32, 50)
+    loaded = model.state_dict()
+    assert all(loaded[k].dtype == torch.float32 and torch.equal(loaded[k], state[k].float()) for k in state)
+    torch.save(model.state_dict(), tmp_path / "again.pth")
+    again = SpikeGPT.from_checkpoint(tmp_path / "again.pth")
+    assert all(torch.equal(again.state_dict()[k], loaded[k]) for k in loaded)
+    clf = SpikeGPT.from_checkpoint(path, n_classes=2)
+    assert clf.head.weight.shape == (2, 32) and torch.equal(clf.emb.weight, loaded["emb.weight"])
+
+
+def test_bad_checkpoint_lists_the_problem_keys(tmp_path):
+    config = SpikeGPTConfig(n_layer=2, n_embd=32, vocab_size=50)
+    state = {k: torch.zeros(s) for k, s in SpikeGPT.manifest(config).items()}
+    del state["blocks.1.att.time_first"]
+    state["blocks.0.att.head_q.weight"] = torch.zeros(4, 32)
+    state["blocks.0.ffn.key.weight"] = torch.zeros(64, 32)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError) as err:
+        SpikeGPT.from_checkpoint(tmp_path / "bad.pth")
+    msg = str(err.value)
+    assert "missing keys: ['blocks.1.att.time_first']" in msg
+    assert "unexpected keys: ['blocks.0.att.head_q.weight']" in msg
+    assert "blocks.0.ffn.key.weight: file (64, 32) vs model (128, 32)" in msg
+    with pytest.raises(FileNotFoundError, match="neither a file nor a hub id"):
+        SpikeGPT.from_checkpoint(tmp_path / "nothing here.pth")
+
+
+def test_wkv_scan_equals_closed_form_and_stays_finite():
+    g = torch.Generator().manual_seed(1)
+    B, T, C = 2, 9, 5
+    w = -torch.exp(torch.randn(C, generator=g, dtype=torch.float64))
+    u = torch.randn(C, generator=g, dtype=torch.float64)
+    k = torch.randn(B, T, C, generator=g, dtype=torch.float64)
+    v = torch.randn(B, T, C, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(wkv(w, u, k, v), wkv_closed_form(w, u, k, v), rtol=1e-12, atol=1e-12)
+    big = k.sign() * 600 + k
+    y = wkv(w, u, big, v)
+    assert torch.isfinite(y).all()
+    y32 = wkv(w.float(), u.float(), big.float(), v.float())
+    assert y32.dtype == torch.float32 and torch.isfinite(y32).all()
+
+
+def test_wkv_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    args = [
+        torch.randn(3, generator=g, dtype=torch.float64).requires_grad_(),  # time_decay
+        torch.randn(3, generator=g, dtype=torch.float64).requires_grad_(),  # time_first
+        torch.randn(2, 4, 3, generator=g, dtype=torch.float64).requires_grad_(),
+        torch.randn(2, 4, 3, generator=g, dtype=torch.float64).requires_grad_(),
+    ]
+    assert torch.autograd.gradcheck(lambda d, u, k, v: wkv(-torch.exp(d), u, k, v), args)
+
+
+def test_lif_hand_sequence_and_surrogate_at_threshold():
+    x = torch.tensor([1.5, 1.5, 0.4, 3.0, 2.0]).view(1, 5, 1)
+    assert lif(x).flatten().tolist() == [0, 1, 0, 1, 1]
+    h = torch.tensor([[[2.0]]], requires_grad=True)  # H = h/τ = 1 = V_θ on the first step
+    lif(h).sum().backward()
+    assert h.grad.item() == pytest.approx(1.0 / 2.0)  # dS/dH = 1 at threshold, times dH/dx = 1/τ
+    assert torch.equal(token_shift(torch.arange(6.0).view(1, 3, 2))[0, 0], torch.zeros(2))
+
+
+def test_parallel_forward_equals_token_by_token_recurrent_forward():
+    model = tiny()
+    ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(3))
+    parallel_spikes = []
+    x = model.hidden(ids)
+    ref_x, ref_spikes = recurrent_forward(model, ids)
+    torch.testing.assert_close(x, ref_x, rtol=1e-10, atol=1e-10)
+    # Spikes: recompute the parallel ones block by block.
+    with torch.no_grad():
+        h = (model.emb(ids) >= 0).double()
+        for blk in model.blocks:
+            if hasattr(blk, "ln0"):
+                h = blk.ln0(h)
+            s = lif(blk.att(blk.ln1(h)))
+            parallel_spikes.append(s)
+            h = h + s
+            s = lif(blk.ffn(blk.ln2(h)))
+            parallel_spikes.append(s)
+            h = h + s
+    assert len(parallel_spikes) == len(ref_spikes) == 6
+    for a, b in zip(parallel_spikes, ref_spikes):
+        assert torch.equal(a, b)
+    fired = torch.cat([s.flatten() for s in parallel_spikes]).mean()
+    assert 0.0 < fired < 1.0  # the comparison is not vacuous
+
+
+def test_causality_and_right_padding():
+    model = tiny()
+    ids = torch.randint(0, 97, (1, 10), generator=torch.Generator().manual_seed(4))
+    changed = ids.clone()
+    changed[0, 6:] = (changed[0, 6:] + 13) % 97
+    with torch.no_grad():
+        a, b = model.hidden(ids), model.hidden(changed)
+    torch.testing.assert_close(a[:, :6], b[:, :6], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+    clf = tiny(n_classes=2)
+    short = ids[:, :7]
+    padded = torch.cat([short, torch.ones(1, 3, dtype=torch.long)], 1)
+    mask = torch.tensor([[1] * 7 + [0] * 3])
+    with torch.no_grad():
+        alone = clf(short).logits
+        with_pad = clf(padded, attention_mask=mask).logits
+        last_position = SpikeGPT.forward(clf, padded).logits  # no mask: the last position (a pad)
+    torch.testing.assert_close(with_pad, alone, rtol=0, atol=0)
+    assert not torch.allclose(last_position, alone)
+
+
+def test_no_state_leaks_between_calls():
+    model = tiny()
+    a = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(5))
+    b = torch.randint(0, 97, (3, 8), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        first = model.hidden(a)
+        model.hidden(b)
+        assert torch.equal(model.hidden(a), first)
+
+
+def test_lora_targets_and_b_zero_equals_base():
+    model = tiny(dtype=torch.float32, n_classes=2)
+    ids = torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = model(ids).logits
+    config = SpikeLoraConfig(r=16, lora_alpha=16, target_modules=TARGETS, modules_to_save=["head"], v_threshold=0.25)
+    peft_model = get_peft_model(model, config)
+    layers = [n for n, m in peft_model.named_modules() if isinstance(m, SpikeLoraLinear)]
+    assert len(layers) == 6 * 3
+    assert not any(".att.output" in n for n in layers)
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(ids).logits, expected, rtol=0, atol=0)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or "head" in n for n in trainable) and any("head" in n for n in trainable)
+
+
+def test_subj_smoke_run_reduces_the_loss(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "spikelora.run",
+        "+experiment=spikegpt_smoke",
+        f"results_dir={tmp_path / 'results'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"task.data_dir={tmp_path / 'subj'}",
+        "trainer.disable_tqdm=true",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = next((tmp_path / "results" / "spikegpt_smoke").glob("spikegpt_tiny-subj-spike-*"))
+    m = read_json(run_dir / "metrics.json")
+    assert m["status"] == "complete"
+    steps = [r["loss"] for r in read_history(run_dir / "history.jsonl") if r["type"] == "step"]
+    first, last = sum(steps[:5]) / 5, sum(steps[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    assert math.isfinite(m["final"]["eval_accuracy"]) and m["final"]["eval_accuracy"] > 0.6
