@@ -16,7 +16,7 @@ from spikelora.neuron import ATanSpike
 
 def wkv_closed_form(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """y = (M ⊙ e^k)ᵀ v / (M ⊙ e^k)ᵀ 1 with M[t, i] = e^{(t−1−i) w} (i < t), e^u (i = t), 0 (i > t)."""
-    B, T, C = k.shape
+    _, T, C = k.shape
     t = torch.arange(T).view(T, 1)
     i = torch.arange(T).view(1, T)
     dist = (t - 1 - i).to(k.dtype)  # [T, T]
@@ -33,12 +33,17 @@ def _lif_step(x, v, tau, vth):
     return s, h * (1 - s)
 
 
-@torch.no_grad()
-def recurrent_forward(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def recurrent_forward(model, input_ids: torch.Tensor, grad: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run SpikeGPT one token at a time, carrying every state; returns (final hidden after ln_out, spikes).
 
-    ``spikes`` holds, per block, the att and ffn LIF outputs stacked over tokens.
+    ``spikes`` holds, per block, the att and ffn LIF outputs stacked over tokens. ``grad=True``
+    keeps autograd on (the speed comparison of ``scripts/bench_spikegpt.py``).
     """
+    with torch.set_grad_enabled(grad):
+        return _recurrent(model, input_ids)
+
+
+def _recurrent(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     cfg = model.cfg
     B, T = input_ids.shape
     C = cfg.n_embd
@@ -88,14 +93,3 @@ def recurrent_forward(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, lis
             x = x + s
         outs.append(model.ln_out(x))
     return torch.stack(outs, 1), [torch.stack(s, 1) for pair in spikes for s in pair]
-
-
-def recurrent_forward_with_grad(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """The same token-by-token loop with autograd on (for the speed comparison)."""
-    with torch.enable_grad():
-        return _recurrent_grad(model, input_ids)
-
-
-def _recurrent_grad(model, input_ids):
-    # recurrent_forward is decorated no_grad; re-run its body with gradients by unwrapping it.
-    return recurrent_forward.__wrapped__(model, input_ids)[0]
