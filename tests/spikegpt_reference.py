@@ -93,3 +93,15 @@ def _recurrent(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[torch
             x = x + s
         outs.append(model.ln_out(x))
     return torch.stack(outs, 1), [torch.stack(s, 1) for pair in spikes for s in pair]
+
+
+def lif_autograd(x: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0) -> torch.Tensor:
+    """The multi-step LIF written step by step with autograd (reference for the fused version)."""
+    v = torch.zeros_like(x[:, 0])
+    out = []
+    for t in range(x.shape[1]):
+        h = v + (x[:, t] - v) / tau
+        s = ATanSpike.apply(h - v_threshold, 2.0)
+        v = h * (1 - s)
+        out.append(s)
+    return torch.stack(out, dim=1)

@@ -72,16 +72,48 @@ def spike(x: torch.Tensor, alpha: float = 2.0) -> torch.Tensor:
     return ATanSpike.apply(x, alpha)
 
 
+class _LIFSequence(torch.autograd.Function):
+    """Multi-step LIF over dim 1 as one autograd node: both loops run without building a graph.
+
+    Backward is BPTT by hand: with σ' the ATan surrogate and the reset not detached,
+        dL/dH_t = dL/dS_t · σ'_t + dL/dV_t · (1 − S_t − H_t σ'_t),
+        dL/dX_t = dL/dH_t / τ,   dL/dV_{t−1} = dL/dH_t · (1 − 1/τ).
+    """
+
+    @staticmethod
+    def forward(ctx, x, tau: float, v_threshold: float, alpha: float):
+        v = torch.zeros_like(x[:, 0])
+        mem = torch.empty_like(x)
+        spikes = torch.empty_like(x)
+        for t in range(x.shape[1]):
+            h = v + (x[:, t] - v) / tau
+            s = (h >= v_threshold).to(x.dtype)
+            v = h * (1 - s)
+            mem[:, t] = h
+            spikes[:, t] = s
+        ctx.save_for_backward(mem, spikes)
+        ctx.consts = (tau, v_threshold, alpha)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        mem, spikes = ctx.saved_tensors
+        tau, v_threshold, alpha = ctx.consts
+        sg = alpha / 2 / (1 + (math.pi / 2 * alpha * (mem - v_threshold)).pow(2))
+        dv_dh = 1 - spikes - mem * sg
+        grad_from_s = grad_spikes * sg
+        grad_x = torch.empty_like(mem)
+        grad_v = torch.zeros_like(mem[:, 0])
+        for t in reversed(range(mem.shape[1])):
+            grad_h = grad_from_s[:, t] + grad_v * dv_dh[:, t]
+            grad_x[:, t] = grad_h / tau
+            grad_v = grad_h * (1 - 1 / tau)
+        return grad_x, None, None, None
+
+
 def lif(x: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0, alpha: float = 2.0) -> torch.Tensor:
     """Multi-step LIF over the token axis of ``x`` (B, T, C); returns the spikes. Hard reset, not detached."""
-    v = torch.zeros_like(x[:, 0])
-    out = []
-    for t in range(x.shape[1]):
-        h = v + (x[:, t] - v) / tau
-        s = spike(h - v_threshold, alpha)
-        v = h * (1 - s)
-        out.append(s)
-    return torch.stack(out, dim=1)
+    return _LIFSequence.apply(x, tau, v_threshold, alpha)
 
 
 def wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
