@@ -27,30 +27,12 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+from transformers import DebertaV2ForSequenceClassification
 
 from spikelora import SpikeLoraConfig
+from spikelora.models import deberta_v3_config
 
 TARGETS = ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense", "output.dense"]
-
-
-def deberta_v3_base_config(layers: int) -> DebertaV2Config:
-    return DebertaV2Config(
-        vocab_size=128100,
-        hidden_size=768,
-        num_hidden_layers=layers,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        max_position_embeddings=512,
-        relative_attention=True,
-        position_buckets=256,
-        pos_att_type=["p2c", "c2p"],
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        position_biased_input=False,
-        type_vocab_size=0,
-        num_labels=2,
-    )
 
 
 class PeakMemory(TorchDispatchMode):
@@ -83,7 +65,7 @@ class Method:
     def __init__(self, name: str, peft_config, args, device: torch.device) -> None:
         self.name = name
         torch.manual_seed(0)
-        base = DebertaV2ForSequenceClassification(deberta_v3_base_config(args.layers))
+        base = DebertaV2ForSequenceClassification(deberta_v3_config(num_hidden_layers=args.layers))
         self.model = get_peft_model(base, peft_config).to(device).train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.01)

@@ -24,11 +24,11 @@ import time
 import numpy as np
 import torch
 from peft import get_peft_model
-from transformers import DataCollatorWithPadding, DebertaV2Config, DebertaV2ForSequenceClassification
+from transformers import DataCollatorWithPadding, DebertaV2ForSequenceClassification
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from spikelora import SpikeLoraConfig
-from spikelora.models import byte_level_tokenizer
+from spikelora.models import byte_level_tokenizer, deberta_v3_config
 
 TARGETS = ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense", "output.dense"]
 
@@ -88,21 +88,12 @@ def main() -> None:
         return fixed_pad(items) if fixed else pad(items)
 
     strategies = [Strategy(name, features, args.batch, collate, seed=0) for name in ("fixed128", "dynamic", "grouped")]
-    config = DebertaV2Config(
+    config = deberta_v3_config(
         vocab_size=len(tokenizer),
         hidden_size=args.hidden,
         num_hidden_layers=args.layers,
         num_attention_heads=max(1, args.hidden // 64),
         intermediate_size=4 * args.hidden,
-        max_position_embeddings=512,
-        relative_attention=True,
-        position_buckets=256,
-        pos_att_type=["p2c", "c2p"],
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        position_biased_input=False,
-        type_vocab_size=0,
-        num_labels=2,
     )
     torch.manual_seed(0)
     model = DebertaV2ForSequenceClassification(config)

@@ -53,17 +53,25 @@ def byte_level_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_deberta(cfg: Any, num_labels: int, vocab_size: int, seed: int) -> DebertaV2ForSequenceClassification:
-    """A small DeBERTa-v3-shaped classifier (relative attention, shared keys), randomly initialised."""
-    config = DebertaV2Config(
+def deberta_v3_config(
+    vocab_size: int = 128100,
+    hidden_size: int = 768,
+    num_hidden_layers: int = 12,
+    num_attention_heads: int = 12,
+    intermediate_size: int = 3072,
+    position_buckets: int = 256,
+    num_labels: int = 2,
+) -> DebertaV2Config:
+    """A DeBERTaV3-shaped config (defaults: base): relative attention with shared keys, no absolute positions."""
+    return DebertaV2Config(
         vocab_size=vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads,
-        intermediate_size=cfg.intermediate_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
         max_position_embeddings=512,
         relative_attention=True,
-        position_buckets=64,
+        position_buckets=position_buckets,
         pos_att_type=["p2c", "c2p"],
         norm_rel_ebd="layer_norm",
         share_att_key=True,
@@ -71,6 +79,19 @@ def tiny_deberta(cfg: Any, num_labels: int, vocab_size: int, seed: int) -> Deber
         type_vocab_size=0,
         num_labels=num_labels,
         pad_token_id=0,
+    )
+
+
+def tiny_deberta(cfg: Any, num_labels: int, vocab_size: int, seed: int) -> DebertaV2ForSequenceClassification:
+    """A small DeBERTa-v3-shaped classifier, randomly initialised."""
+    config = deberta_v3_config(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        position_buckets=64,
+        num_labels=num_labels,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
