@@ -42,6 +42,10 @@ RUNS = (
     + [("gradnorm", [f"adapter={a}", "trainer.max_steps=8"]) for a in ("lora", "spike")]
     + [("sparsity", ["seed=0"]), ("sparsity", ["seed=1"])]
     + [("glue", [f"adapter={a}"]) for a in ("lora", "spike")]
+    + [
+        ("spikegpt", ["model=spikegpt_tiny", "task=subj", "task.synthetic=true", f"adapter={a}"])
+        for a in ("lora", "spike")
+    ]
 )
 
 
@@ -53,7 +57,6 @@ def tree(tmp_path_factory):
         "+experiment=smoke",
         f"results_dir={results}",
         f"cache_dir={root / 'cache'}",
-        f"task.data_dir={root / 'data'}",
         "trainer.max_steps=3",
         "trainer.logging_steps=1",
         "trainer.disable_tqdm=true",
@@ -61,11 +64,20 @@ def tree(tmp_path_factory):
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for experiment, overrides in RUNS:
-            run(compose(config_name="config", overrides=[*base, f"experiment_name={experiment}", *overrides]))
+            data = (
+                [f"task.data_dir={root / 'subj'}"] if "task=subj" in overrides else [f"task.data_dir={root / 'data'}"]
+            )
+            run(compose(config_name="config", overrides=[*base, *data, f"experiment_name={experiment}", *overrides]))
         # A run that dies (evaluation batch size 0): recorded as failed, excluded from the tables.
         cfg = compose(
             config_name="config",
-            overrides=[*base, "experiment_name=rank", "r=4", "trainer.per_device_eval_batch_size=0"],
+            overrides=[
+                *base,
+                f"task.data_dir={root / 'data'}",
+                "experiment_name=rank",
+                "r=4",
+                "trainer.per_device_eval_batch_size=0",
+            ],
         )
         with pytest.raises(ValueError):
             run(cfg)
@@ -176,6 +188,11 @@ def test_paper_vs_ours_tables(tree):
     assert cells["lora mcc r=64", "Ours − paper"]["text"] == "missing"
     t4 = (out / "tables" / "table4_spikegpt.md").read_text()
     assert "89.10" in t4 and "95.30" in t4 and "published" in t4
+    t4cells = read_csv(out / "tables" / "table4_spikegpt.csv")
+    for method, column in (("lora", "LoRA (ours)"), ("spike", "SpikeLoRA (ours)")):
+        (m,) = direct(results, "spikegpt", adapter=method)
+        assert float(t4cells["Subj", column]["mean"]) == pytest.approx(100 * m["final"]["eval_accuracy"])
+    assert t4cells["Subj", "Full FT (ours)"]["text"] == "missing"
 
 
 def test_latex_is_well_formed(tree):

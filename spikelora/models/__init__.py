@@ -120,8 +120,8 @@ def build_model_and_tokenizer(cfg: Any, task: TaskSpec, seed: int) -> tuple[PreT
             ) from err
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        if model.cfg.pad_token_id is None:
-            model.cfg.pad_token_id = tokenizer.pad_token_id
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
         return model, tokenizer
     if cfg.kind == "spikegpt":
         return _spikegpt(cfg, task, seed)
