@@ -318,10 +318,16 @@ def tokenize_task(
     columns = data["train"].column_names
     tokenized = data.map(encode, batched=True, remove_columns=[c for c in columns if c != "label"], desc="Tokenising")
     if path is not None:
-        tmp = path.with_name(path.name + ".tmp")
+        # Several processes (a sweep, DDP ranks) may tokenise the same data at once: each writes its
+        # own temporary copy and the first rename wins; the others drop theirs.
+        import os
+
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tokenized.save_to_disk(str(tmp))
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
+        try:
+            tmp.rename(path)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
         tokenized = load_from_disk(str(path))
     return tokenized, False

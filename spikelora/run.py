@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -152,16 +153,13 @@ def _start_wandb(cfg: DictConfig, plan: Plan):
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train and evaluate one configuration; return its ``metrics.json`` content."""
-    from transformers import DataCollatorWithPadding, set_seed
+    """Train and evaluate one configuration; return its ``metrics.json`` content.
 
-    from .apply import apply_adapter, count_parameters
-    from .data import load_task_data, source_fingerprint, tokenize_task
-    from .models import build_model_and_tokenizer
-    from .store import RunStore, read_json
-    from .synthetic import write_synthetic
+    A complete record is skipped (unless ``force``); a run directory locked by another live
+    process is skipped; an interrupted run resumes from its latest checkpoint.
+    """
+    from .store import STATUS_FAILED, RunStore, read_json
     from .tasks import get_task
-    from .trainer import SpikeLoraTrainer, main_metric_key
 
     plan = plan_run(cfg)
     spec = get_task(plan.task)
@@ -170,6 +168,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("Skipping %s: a complete record exists in %s (force=true re-runs it).", plan.run_name, plan.run_dir)
         print(f"skipped (complete): {plan.run_dir}")
         return read_json(store.metrics_path)
+    if not store.acquire():
+        print(f"skipped (running in another process): {plan.run_dir}")
+        return {"status": "running", "run_name": plan.run_name}
+    try:
+        return _execute(cfg, plan, spec, store)
+    except BaseException as err:
+        # A run that fails before training starts (bad data file, model not found) is recorded too.
+        if store.status() != STATUS_FAILED:
+            store.fail(
+                {"run_name": plan.run_name, "experiment": str(cfg.experiment_name)}, f"{type(err).__name__}: {err}"
+            )
+        raise
+    finally:
+        store.release()
+
+
+def _execute(cfg: DictConfig, plan: Plan, spec, store) -> dict[str, Any]:
+    from transformers import DataCollatorWithPadding, set_seed
+
+    from .apply import apply_adapter, count_parameters
+    from .data import load_task_data, source_fingerprint, tokenize_task
+    from .models import build_model_and_tokenizer
+    from .synthetic import write_synthetic
+    from .trainer import SpikeLoraTrainer, main_metric_key
 
     t0 = time.time()
     set_seed(plan.seed)
@@ -209,7 +231,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "versions": versions(),
     }
     args = training_arguments(cfg, plan)
-    store.start(OmegaConf.to_yaml(cfg, resolve=True), info)
+    if cfg.force:
+        shutil.rmtree(store.checkpoint_dir, ignore_errors=True)
+    checkpoint = store.latest_checkpoint()
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    if checkpoint is not None:
+        step = int(checkpoint.name.split("-")[1])
+        kept = store.resume(config_yaml, info, step)
+        info["resumed_from_step"] = step
+        print(f"resuming {plan.run_name} from {checkpoint}")
+    else:
+        kept = []
+        store.start(config_yaml, info)
     wandb_run = None
     try:
         wandb_run = _start_wandb(cfg, plan)
@@ -225,15 +258,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             spike=plan.adapter == "spike",
             wandb_run=wandb_run,
         )
-        train_output = trainer.train()
+        trainer.restore_records(kept)
+        _maybe_inject_fault(trainer, plan.run_name)
+        train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         trainer.finish_recording()
         evaluated_now = [r for r in trainer.eval_records if r["step"] == trainer.state.global_step]
         if not evaluated_now:  # the last evaluation predates the last step (max_steps, eval_strategy=no)
             trainer.evaluate()
-        if cfg.save_adapter and plan.adapter != "full":
+        if cfg.save_adapter and plan.adapter != "full" and store.writer:
             model.save_pretrained(str(plan.run_dir / "adapter"))
         metrics = _assemble(info, trainer, train_output, main_metric_key(spec), time.time() - t0)
         store.finish(metrics, {k: v for k, v in trainer.module_sparsity.items()} or None)
+        if not cfg.keep_checkpoints and store.writer:
+            shutil.rmtree(store.checkpoint_dir, ignore_errors=True)
     except BaseException as err:
         store.fail({**info, "runtime_s": time.time() - t0}, f"{type(err).__name__}: {err}")
         if wandb_run is not None:
@@ -244,6 +281,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         wandb_run.finish()
     _print_summary(metrics, plan)
     return metrics
+
+
+def _maybe_inject_fault(trainer, run_name: str) -> None:
+    """Fault injection for testing sweeps: ``SPIKELORA_FAIL_RUN=REGEX`` (matched against the run
+    name) makes the run raise after ``SPIKELORA_FAIL_AFTER_STEP`` optimiser steps (default 1)."""
+    import os
+    import re
+
+    pattern = os.environ.get("SPIKELORA_FAIL_RUN")
+    if not pattern or not re.search(pattern, run_name):
+        return
+    from transformers import TrainerCallback
+
+    after = int(os.environ.get("SPIKELORA_FAIL_AFTER_STEP", "1"))
+
+    class InjectedFault(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= after:
+                raise RuntimeError(f"injected fault (SPIKELORA_FAIL_RUN) at step {state.global_step}")
+
+    trainer.add_callback(InjectedFault())
 
 
 def _assemble(info: dict, trainer, train_output, main_key: str, runtime: float) -> dict[str, Any]:
@@ -310,13 +368,25 @@ def _print_summary(metrics: dict[str, Any], plan: Plan) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         run(cfg)
-    except ValueError as err:
-        # Bad configuration or data: one clear line, not a traceback.
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as err:
+        if multirun:
+            # One failing run never stops a sweep: it is recorded as failed (when it got that far)
+            # and the launcher goes on with the next job.
+            log.exception("run failed; continuing the sweep")
+            print(f"error (run failed, sweep continues): {type(err).__name__}: {err}", file=sys.stderr)
+            return
+        if isinstance(err, ValueError):
+            # Bad configuration or data: one clear line, not a traceback.
+            log.error("%s", err)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

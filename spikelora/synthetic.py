@@ -80,6 +80,9 @@ def write_synthetic(task: str, directory: str | Path, seed: int = 0) -> Path:
 
 
 def _write_atomic(path: Path, text: str, encoding: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # Parallel jobs of a sweep may generate the same files at once: unique temporaries, atomic renames.
+    import os
+
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding=encoding)
     tmp.replace(path)

@@ -61,6 +61,15 @@ class SpikeLoraTrainer(Trainer):
         self.module_sparsity: dict[str, dict[str, float]] = {}
         self.non_token_sparsity: dict[str, dict[str, float]] = {}
 
+    def restore_records(self, kept: list[dict[str, Any]]) -> None:
+        """On resume: the evaluations already recorded, and the step losses since the last one."""
+        self.eval_records = [r for r in kept if r.get("type") == "eval"]
+        for r in self.eval_records:
+            if "module_sparsity" in r:
+                self.module_sparsity[r["split"]] = r["module_sparsity"]
+        last_eval = max((r["step"] for r in self.eval_records), default=0)
+        self._window_losses = [r["loss"] for r in kept if r.get("type") == "step" and r["step"] > last_eval]
+
     # -------------------------------------------------------------- per step
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -121,6 +130,7 @@ class SpikeLoraTrainer(Trainer):
                 logs["train_sparsity"] = report.mean
                 logs["train_sparsity_pooled"] = report.pooled
         super().log(logs, start_time)
+        self.store.heartbeat()
         if not is_eval:
             kind = "train_log" if "loss" in logs else "train_summary"
             self.store.append_history([{"type": kind, "step": self.state.global_step, **self.state.log_history[-1]}])

@@ -1,0 +1,50 @@
+"""The paper's studies as sweep grids (``conf/sweep/*.yaml``), expanded without launching anything.
+
+A sweep file is an experiment plus ``hydra.sweeper.params``; ``python -m spikelora.run -m
++sweep=NAME`` launches it. This module expands the same grid into the runs it will make, for the
+status tool and the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def sweep_names(conf_dir: Path = CONF_DIR) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / "sweep").glob("*.yaml"))
+
+
+def sweep_jobs(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> list[list[str]]:
+    """The override list of every job of sweep ``name``; ``overrides`` as on the command line (they win)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    path = conf_dir / "sweep" / f"{name}.yaml"
+    if not path.exists():
+        raise ValueError(f"Unknown sweep {name!r}. Known sweeps: {', '.join(sweep_names(conf_dir))}.")
+    params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
+    merged = {str(k): str(v) for k, v in params.items()}
+    for o in overrides:
+        key, _, value = o.partition("=")
+        merged[key] = value
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in merged.items()])
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [[f"+sweep={name}", *job] for job in batches[0]]
+
+
+def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> list:
+    """The :class:`spikelora.run.Plan` (run name and directory) of every job of sweep ``name``."""
+    from hydra import compose, initialize_config_dir
+
+    from .run import plan_run
+
+    fixed = [o for o in overrides if "," not in o.partition("=")[2]]
+    plans = []
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        for job in sweep_jobs(name, overrides, conf_dir):
+            plans.append(plan_run(compose(config_name="config", overrides=[*job, *fixed])))
+    return plans
