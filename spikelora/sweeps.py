@@ -36,15 +36,33 @@ def sweep_jobs(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir:
     return [[f"+sweep={name}", *job] for job in batches[0]]
 
 
+GROUPS = ("model", "adapter", "task", "logger")
+
+
 def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> list:
-    """The :class:`spikelora.run.Plan` (run name and directory) of every job of sweep ``name``."""
+    """The :class:`spikelora.run.Plan` (run name and directory) of every job of sweep ``name``.
+
+    Composing is slow, so each distinct choice of config groups is composed once and the
+    plain-value overrides (r, lr, seed, ...) are applied to a copy.
+    """
+    import yaml
     from hydra import compose, initialize_config_dir
 
     from .run import plan_run
 
     fixed = [o for o in overrides if "," not in o.partition("=")[2]]
+    composed: dict[tuple[str, ...], object] = {}
     plans = []
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         for job in sweep_jobs(name, overrides, conf_dir):
-            plans.append(plan_run(compose(config_name="config", overrides=[*job, *fixed])))
+            job = [*job, *fixed]
+            groups = tuple(o for o in job if o.startswith("+") or o.partition("=")[0] in GROUPS)
+            if groups not in composed:
+                composed[groups] = compose(config_name="config", overrides=list(groups))
+            cfg = composed[groups].copy()
+            for o in job:
+                if o not in groups:
+                    key, _, value = o.partition("=")
+                    OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=False)
+            plans.append(plan_run(cfg))
     return plans

@@ -68,7 +68,11 @@ def sparsity_report(model: nn.Module, adapter_name: str | None = None, phase: st
     gates = _gates(model, adapter_name)
     if not gates:
         return SparsityReport()
-    counts = torch.stack([g.counts(phase).to("cpu") for _, g in gates]).tolist()
+    counts = torch.stack([g.counts(phase) for _, g in gates])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Under DDP each rank saw its own shard: sum the counters of all ranks (every rank must call this).
+        torch.distributed.all_reduce(counts)
+    counts = counts.cpu().tolist()
     report = SparsityReport()
     fired_sum = total_sum = 0
     for (name, _), (t_fired, t_total, o_fired, o_total) in zip(gates, counts):

@@ -189,3 +189,16 @@ def test_train_and_eval_calls_are_counted_apart(tiny_deberta, batch):
     assert spikelora.sparsity_report(model, phase="train").tokens == train.tokens
     with pytest.raises(ValueError, match="phase must be"):
         spikelora.sparsity_report(model, phase="test")
+
+
+def test_sparsity_counts_are_summed_over_ddp_ranks():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("ddp_sparsity_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(worker)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # rank 0 ran 2 x 6 tokens, rank 1 ran 2 x 7; r = 4: every module counted (12 + 14) x 4 gate units.
+    assert "TOKENS [104]" in proc.stdout
