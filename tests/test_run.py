@@ -355,3 +355,18 @@ def test_multi_split_regression_and_subj_runs(task, tmp_path):
     else:
         assert (m["train_samples"], m["eval_samples"]["validation"]) == (540, 60)
         assert 0.0 <= final["eval_accuracy"] <= 1.0
+
+
+def test_readme_names_only_configs_and_scripts_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    for group, name in re.findall(r"\+(experiment|sweep)=([a-z][a-z0-9_]*)", readme):
+        assert (CONF / group / f"{name}.yaml").exists(), f"README mentions +{group}={name}"
+    for script in re.findall(r"sweeps/(\w+\.sh)", readme):
+        assert (ROOT / "sweeps" / script).exists(), script
+    for anchor in re.findall(r"\]\(#([\w-]+)\)", readme):
+        headings = {
+            re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in re.findall(r"^#+ (.+)$", readme, re.M)
+        }
+        assert anchor in headings, f"README link #{anchor} has no heading"
+    for module in ("spikelora.run", "spikelora.report", "spikelora.status"):
+        assert f"python -m {module}" in readme

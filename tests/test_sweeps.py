@@ -87,7 +87,13 @@ def test_every_launcher_config_composes():
 
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
 def test_real_multirun_and_relaunch_trains_nothing_new(launcher, tmp_path):
-    proc = cli(["-m", "+sweep=smoke", f"hydra/launcher={launcher}"], tmp_path)
+    if launcher == "basic":  # through the launch script users run
+        args = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.disable_tqdm=true"]
+        proc = subprocess.run(
+            ["bash", "sweeps/launch.sh", "smoke", "basic", *args], cwd=ROOT, capture_output=True, text=True, timeout=900
+        )
+    else:
+        proc = cli(["-m", "+sweep=smoke", f"hydra/launcher={launcher}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted((tmp_path / "results" / "smoke_sweep").glob("tiny-*/metrics.json"))
     assert len(runs) == 4
