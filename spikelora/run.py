@@ -171,6 +171,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not store.acquire():
         print(f"skipped (running in another process): {plan.run_dir}")
         return {"status": "running", "run_name": plan.run_name}
+    if store.is_complete() and not cfg.force:  # completed by another process since the check above
+        store.release()
+        print(f"skipped (complete): {plan.run_dir}")
+        return read_json(store.metrics_path)
     try:
         return _execute(cfg, plan, spec, store)
     except BaseException as err:
