@@ -163,6 +163,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     plan = plan_run(cfg)
     spec = get_task(plan.task)
+    args = training_arguments(cfg, plan)  # a bad trainer.* key fails here, before anything is written
     store = RunStore(plan.run_dir)
     if store.is_complete() and not cfg.force:
         log.info("Skipping %s: a complete record exists in %s (force=true re-runs it).", plan.run_name, plan.run_dir)
@@ -176,7 +177,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"skipped (complete): {plan.run_dir}")
         return read_json(store.metrics_path)
     try:
-        return _execute(cfg, plan, spec, store)
+        return _execute(cfg, plan, spec, store, args)
     except BaseException as err:
         # A run that fails before training starts (bad data file, model not found) is recorded too.
         if store.status() != STATUS_FAILED:
@@ -188,7 +189,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         store.release()
 
 
-def _execute(cfg: DictConfig, plan: Plan, spec, store) -> dict[str, Any]:
+def _execute(cfg: DictConfig, plan: Plan, spec, store, args) -> dict[str, Any]:
     from transformers import DataCollatorWithPadding, set_seed
 
     from .apply import apply_adapter, count_parameters
@@ -234,7 +235,6 @@ def _execute(cfg: DictConfig, plan: Plan, spec, store) -> dict[str, Any]:
         "tokenized_from_cache": from_cache,
         "versions": versions(),
     }
-    args = training_arguments(cfg, plan)
     if cfg.force:
         shutil.rmtree(store.checkpoint_dir, ignore_errors=True)
     checkpoint = store.latest_checkpoint()

@@ -259,7 +259,7 @@ def test_a_run_that_dies_is_recorded_as_failed_never_complete(tmp_path):
     assert proc.returncode == 0 and "skipped" not in proc.stdout
 
 
-def test_bad_data_fails_before_anything_is_written(tmp_path):
+def test_bad_data_names_file_and_line_and_is_recorded_as_failed(tmp_path):
     # The generated data is fine; a label outside CoLA's set in dev.tsv fails the run before training.
     data = tmp_path / "data"
     proc = run_cli(["+experiment=smoke", f"task.data_dir={data}"], tmp_path)
@@ -268,7 +268,8 @@ def test_bad_data_fails_before_anything_is_written(tmp_path):
     proc = run_cli(["+experiment=smoke", f"task.data_dir={data}", "seed=1"], tmp_path)
     assert proc.returncode != 0
     assert "dev.tsv:1: label '7' is outside 0..1" in proc.stderr
-    assert not (tmp_path / "results" / "smoke" / "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s1" / "metrics.json").exists()
+    m = read_json(tmp_path / "results" / "smoke" / "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s1" / "metrics.json")
+    assert m["status"] == "failed" and "label '7'" in m["error"]
 
 
 def test_wandb_offline_run_files_exist(tmp_path):
