@@ -228,3 +228,34 @@ def test_fused_lif_equals_step_by_step_autograd():
     assert torch.equal(lif(x.detach()), ref.detach())
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-12, atol=1e-12)
     assert 0.1 < ref.mean() < 0.9
+
+
+def test_fused_wkv_equals_the_step_by_step_autograd_scan():
+    from spikelora.models.spikegpt import wkv_autograd
+
+    g = torch.Generator().manual_seed(9)
+    for scale in (1.0, 40.0):
+        leaves = [
+            torch.randn(6, generator=g, dtype=torch.float64).requires_grad_(),
+            torch.randn(6, generator=g, dtype=torch.float64).requires_grad_(),
+            (torch.randn(3, 11, 6, generator=g, dtype=torch.float64) * scale).requires_grad_(),
+            torch.randn(3, 11, 6, generator=g, dtype=torch.float64).requires_grad_(),
+        ]
+        upstream = torch.randn(3, 11, 6, generator=g, dtype=torch.float64)
+        grads = []
+        for fn in (wkv, wkv_autograd):
+            for t in leaves:
+                t.grad = None
+            d, u, k, v = leaves
+            y = fn(-torch.exp(d), u, k, v)
+            (y * upstream).sum().backward()
+            grads.append((y.detach(), [t.grad.clone() for t in leaves]))
+        torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
+        for a, b in zip(grads[0][1], grads[1][1]):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # Huge keys: finite outputs and gradients.
+    k = (torch.randn(2, 9, 5, generator=g).sign() * 600).requires_grad_()
+    v = torch.randn(2, 9, 5, generator=g, requires_grad=True)
+    d, u = torch.zeros(5, requires_grad=True), torch.zeros(5, requires_grad=True)
+    wkv(-torch.exp(d), u, k, v).sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (d, u, k, v))

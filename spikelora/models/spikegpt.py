@@ -116,12 +116,85 @@ def lif(x: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0, alpha: floa
     return _LIFSequence.apply(x, tau, v_threshold, alpha)
 
 
+class _WKV(torch.autograd.Function):
+    """The stable WKV scan as one autograd node (forward and backward without a per-step graph).
+
+    State before token t: (p_t, q_t, o_t) with numerator P_t = e^{o_t} p_t, denominator Q_t = e^{o_t} q_t.
+    Forward: o_{t+1} = max(w + o_t, k_t); p_{t+1} = a_t p_t + b_t v_t, q_{t+1} = a_t q_t + b_t with
+    a_t = e^{w + o_t − o_{t+1}}, b_t = e^{k_t − o_{t+1}}; output y_t = (a'_t p_t + b'_t v_t) / d_t,
+    d_t = a'_t q_t + b'_t with a'_t = e^{o_t − n_t}, b'_t = e^{u + k_t − n_t}, n_t = max(o_t, u + k_t).
+    Backward carries scaled adjoints gp_t = e^{o_t} ∂L/∂P_t (and gq_t), which stay bounded:
+        gp_t = g_t a'_t / d_t + a_t gp_{t+1},      gq_t = −g_t a'_t y_t / d_t + a_t gq_{t+1},
+        ∂L/∂v_t = g_t b'_t / d_t + b_t gp_{t+1},   ∂L/∂k_t = g_t b'_t (v_t − y_t) / d_t + b_t (gp_{t+1} v_t + gq_{t+1}),
+        ∂L/∂u = Σ g_t b'_t (v_t − y_t) / d_t,      ∂L/∂w = Σ a_t (gp_{t+1} p_t + gq_{t+1} q_t).
+    Only the two linear recurrences run per token; everything else is whole-tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, w, u, k, v):
+        B, T, C = k.shape
+        o = torch.empty_like(k)
+        cur = torch.full((B, C), -1e38, dtype=k.dtype, device=k.device)
+        for t in range(T):  # o_t, the running maximum exponent (state before token t)
+            o[:, t] = cur
+            cur = torch.maximum(cur + w, k[:, t])
+        o_next = torch.cat([o[:, 1:], cur.unsqueeze(1)], dim=1)
+        a = torch.exp(w + o - o_next)
+        bv = torch.exp(k - o_next)
+        p = torch.empty_like(k)
+        q = torch.empty_like(k)
+        pc = torch.zeros(B, C, dtype=k.dtype, device=k.device)
+        qc = torch.zeros_like(pc)
+        for t in range(T):
+            p[:, t] = pc
+            q[:, t] = qc
+            pc = torch.addcmul(bv[:, t] * v[:, t], a[:, t], pc)
+            qc = torch.addcmul(bv[:, t], a[:, t], qc)
+        uk = u + k
+        n = torch.maximum(o, uk)
+        a1 = torch.exp(o - n)
+        b1 = torch.exp(uk - n)
+        d = a1 * q + b1
+        y = (a1 * p + b1 * v) / d
+        ctx.save_for_backward(w, v, y, d, a1, b1, a, bv, p, q)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        w, v, y, d, a1, b1, a, bv, p, q = ctx.saved_tensors
+        B, T, C = v.shape
+        gd = g / d
+        c_p = gd * a1
+        c_q = -c_p * y
+        gp_next = torch.empty_like(v)  # gp_{t+1}
+        gq_next = torch.empty_like(v)
+        gp = torch.zeros(B, C, dtype=v.dtype, device=v.device)
+        gq = torch.zeros_like(gp)
+        for t in reversed(range(T)):
+            gp_next[:, t] = gp
+            gq_next[:, t] = gq
+            gp = torch.addcmul(c_p[:, t], a[:, t], gp)
+            gq = torch.addcmul(c_q[:, t], a[:, t], gq)
+        direct = gd * b1
+        gu_terms = direct * (v - y)
+        gv = direct + bv * gp_next
+        gk = gu_terms + bv * (gp_next * v + gq_next)
+        gu = gu_terms.sum((0, 1))
+        gw = (a * (gp_next * p + gq_next * q)).sum((0, 1))
+        return gw, gu, gk, gv
+
+
 def wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The WKV recurrence by the stable scan: ``w`` = −exp(time_decay), ``u`` [C]; ``k``, ``v`` [B, T, C].
 
-    State (p, q, o): numerator and denominator divided by e^o. Runs in float32 (float64 stays
-    float64), one loop over tokens; autograd differentiates it.
+    Runs in float32 (float64 stays float64) as one autograd node, :class:`_WKV`.
     """
+    dtype = torch.promote_types(k.dtype, torch.float32)
+    return _WKV.apply(*(t.to(dtype).contiguous() for t in (w, u, k, v)))
+
+
+def wkv_autograd(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The same scan step by step under autograd (the reference for :class:`_WKV`)."""
     dtype = torch.promote_types(k.dtype, torch.float32)
     w, u, k, v = (t.to(dtype) for t in (w, u, k, v))
     B, T, C = k.shape
