@@ -156,12 +156,12 @@ class _WKV(torch.autograd.Function):
         b1 = torch.exp(uk - n)
         d = a1 * q + b1
         y = (a1 * p + b1 * v) / d
-        ctx.save_for_backward(w, v, y, d, a1, b1, a, bv, p, q)
+        ctx.save_for_backward(v, y, d, a1, b1, a, bv, p, q)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        w, v, y, d, a1, b1, a, bv, p, q = ctx.saved_tensors
+        v, y, d, a1, b1, a, bv, p, q = ctx.saved_tensors
         B, T, C = v.shape
         gd = g / d
         c_p = gd * a1
