@@ -25,11 +25,7 @@ def peft_config(
         raise ValueError(f"Unknown adapter type {adapter.type!r}: use one of {', '.join(ADAPTER_TYPES)}.")
     if adapter.type == "full":
         return None
-    r = adapter.r
-    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
-        raise ValueError(f"r must be a positive integer (the adapter rank), got r={r!r}.")
-    if not 0.0 <= float(adapter.dropout) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {adapter.dropout}.")
+    r = int(adapter.r)  # validated by spikelora.run.plan_run (and SpikeLoraConfig)
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
     common = dict(
         r=r,

@@ -1,4 +1,4 @@
-"""The results store: one directory per run under ``results/<experiment>/<run_name>/``.
+"""The results store: one directory per run under ``results/<experiment_name>/<run_name>/``.
 
 Files of a run:
 
@@ -6,6 +6,9 @@ Files of a run:
 ``metrics.json``         final metrics, gen gaps, sparsity, sample counts, runtime, versions, ``status``
 ``history.jsonl``        one JSON object a line: ``step`` (per optimiser step), ``train_log``, ``eval``
 ``module_sparsity.json`` ``{split: {module_name: sparsity}}`` of the last evaluation (SpikeLoRA)
+``heartbeat``            touched at every logging step (age = liveness, for the status tool)
+``checkpoints/``         the latest epoch checkpoint while the run is not complete
+``.lock``                held by the process training the run
 
 Whole files are written atomically (temporary file, fsync, rename), so a run that dies never
 leaves a ``status: complete`` record behind; ``history.jsonl`` is append-only and its reader

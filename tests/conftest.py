@@ -6,6 +6,8 @@ import pytest
 import torch
 from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
+from spikelora.models import deberta_v3_config
+
 # The six encoder linears of the paper (query/key/value, attention output, FFN in and out).
 DEBERTA_TARGETS = [
     "query_proj",
@@ -19,23 +21,15 @@ DEBERTA_TARGETS = [
 
 def tiny_deberta_config(**overrides) -> DebertaV2Config:
     """A 2-layer DeBERTa-v3-shaped config: relative attention with shared keys (the q/k positional pass)."""
-    kwargs = dict(
+    return deberta_v3_config(
         vocab_size=128,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=64,
-        relative_attention=True,
         position_buckets=8,
-        pos_att_type=["p2c", "c2p"],
-        share_att_key=True,
-        norm_rel_ebd="layer_norm",
-        position_biased_input=False,
-        num_labels=2,
+        **overrides,
     )
-    kwargs.update(overrides)
-    return DebertaV2Config(**kwargs)
 
 
 @pytest.fixture

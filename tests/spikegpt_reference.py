@@ -105,3 +105,27 @@ def lif_autograd(x: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0) ->
         v = h * (1 - s)
         out.append(s)
     return torch.stack(out, dim=1)
+
+
+def wkv_autograd(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The stable WKV scan step by step under autograd (the reference for the fused ``_WKV``)."""
+    dtype = torch.promote_types(k.dtype, torch.float32)
+    w, u, k, v = (t.to(dtype) for t in (w, u, k, v))
+    B, T, C = k.shape
+    p = torch.zeros(B, C, dtype=dtype, device=k.device)
+    q = torch.zeros(B, C, dtype=dtype, device=k.device)
+    o = torch.full((B, C), -1e38, dtype=dtype, device=k.device)
+    ys = []
+    for t in range(T):
+        kt, vt = k[:, t], v[:, t]
+        uk = u + kt
+        n = torch.maximum(o, uk)
+        a, b = torch.exp(o - n), torch.exp(uk - n)
+        ys.append((a * p + b * vt) / (a * q + b))
+        wo = w + o
+        n = torch.maximum(wo, kt)
+        a, b = torch.exp(wo - n), torch.exp(kt - n)
+        p = a * p + b * vt
+        q = a * q + b
+        o = n
+    return torch.stack(ys, dim=1)

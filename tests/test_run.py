@@ -295,7 +295,15 @@ def test_full_fine_tuning_and_lora_run(tmp_path):
     assert full["trainable_params"] == full["total_params"]
     assert lora["trainable_params"] < full["trainable_params"]
     assert "eval_sparsity" not in lora["final"] and lora["eval_sparsity"] is None
-    assert json.loads(json.dumps(full))  # strict JSON (no NaN)
+
+    # Strict JSON: NaN/Infinity (not JSON) would be written as null.
+    def refuse(constant):
+        raise AssertionError(f"{constant} in metrics.json")
+
+    paths = list((tmp_path / "results" / "smoke").glob("*/metrics.json"))
+    assert len(paths) == 2
+    for path in paths:
+        json.loads(path.read_text(), parse_constant=refuse)
 
 
 @pytest.mark.slow

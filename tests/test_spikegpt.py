@@ -231,7 +231,7 @@ def test_fused_lif_equals_step_by_step_autograd():
 
 
 def test_fused_wkv_equals_the_step_by_step_autograd_scan():
-    from spikelora.models.spikegpt import wkv_autograd
+    from spikegpt_reference import wkv_autograd
 
     g = torch.Generator().manual_seed(9)
     for scale in (1.0, 40.0):

@@ -61,8 +61,12 @@ def deberta_v3_config(
     intermediate_size: int = 3072,
     position_buckets: int = 256,
     num_labels: int = 2,
+    **extra: Any,
 ) -> DebertaV2Config:
-    """A DeBERTaV3-shaped config (defaults: base): relative attention with shared keys, no absolute positions."""
+    """A DeBERTaV3-shaped config (defaults: base): relative attention with shared keys, no absolute positions.
+
+    ``extra`` goes to ``DebertaV2Config`` unchanged (e.g. dropout probabilities).
+    """
     return DebertaV2Config(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -79,6 +83,7 @@ def deberta_v3_config(
         type_vocab_size=0,
         num_labels=num_labels,
         pad_token_id=0,
+        **extra,
     )
 
 

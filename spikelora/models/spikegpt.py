@@ -187,34 +187,11 @@ class _WKV(torch.autograd.Function):
 def wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The WKV recurrence by the stable scan: ``w`` = −exp(time_decay), ``u`` [C]; ``k``, ``v`` [B, T, C].
 
-    Runs in float32 (float64 stays float64) as one autograd node, :class:`_WKV`.
+    Runs in float32 (float64 stays float64) as one autograd node, :class:`_WKV`
+    (tested against the step-by-step autograd scan in ``tests/spikegpt_reference.py``).
     """
     dtype = torch.promote_types(k.dtype, torch.float32)
     return _WKV.apply(*(t.to(dtype).contiguous() for t in (w, u, k, v)))
-
-
-def wkv_autograd(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The same scan step by step under autograd (the reference for :class:`_WKV`)."""
-    dtype = torch.promote_types(k.dtype, torch.float32)
-    w, u, k, v = (t.to(dtype) for t in (w, u, k, v))
-    B, T, C = k.shape
-    p = torch.zeros(B, C, dtype=dtype, device=k.device)
-    q = torch.zeros(B, C, dtype=dtype, device=k.device)
-    o = torch.full((B, C), -1e38, dtype=dtype, device=k.device)
-    ys = []
-    for t in range(T):
-        kt, vt = k[:, t], v[:, t]
-        uk = u + kt
-        n = torch.maximum(o, uk)
-        a, b = torch.exp(o - n), torch.exp(uk - n)
-        ys.append((a * p + b * vt) / (a * q + b))
-        wo = w + o
-        n = torch.maximum(wo, kt)
-        a, b = torch.exp(wo - n), torch.exp(kt - n)
-        p = a * p + b * vt
-        q = a * q + b
-        o = n
-    return torch.stack(ys, dim=1)
 
 
 def token_shift(x: torch.Tensor) -> torch.Tensor:

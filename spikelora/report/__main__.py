@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import build_report, select_vth
 
@@ -20,7 +21,7 @@ def _report(argv: list[str]) -> int:
     report = build_report(args.results_dir, args.out, expected_seeds=args.seeds, gap=args.gap)
     print(
         f"{report.n_complete} complete runs -> {len(report.tables)} tables, {len(report.figures)} figure files "
-        f"in {args.out}/ (see {args.out}/report.md); {len(report.excluded)} runs excluded (not complete)."
+        f"in {Path(args.out)} (see {Path(args.out) / 'report.md'}); {len(report.excluded)} runs excluded (not complete)."
     )
     return 0
 
