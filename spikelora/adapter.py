@@ -28,10 +28,23 @@ from peft.tuners.lora.variants import LoraVariant
 from peft.utils.error import NoMatchingPeftModuleError
 from torch import nn
 
-from .neuron import LIFGate, validate_gate_args
+from .neuron import LIFGate
 from .tokens import token_mask
 
 PEFT_TYPE = "SPIKELORA"
+
+# The gate's fields: SpikeLoraConfig field -> LIFGate argument. The one list; the runner's
+# adapter config (conf/adapter/spike.yaml) uses the same config names.
+GATE_FIELDS: dict[str, str] = {
+    "v_threshold": "v_threshold",
+    "tau": "tau",
+    "surrogate_alpha": "surrogate_alpha",
+    "decay_input": "decay_input",
+    "spike_mode": "mode",
+    "spike_reset": "reset",
+    "learnable_threshold": "learnable_threshold",
+    "learnable_tau": "learnable_tau",
+}
 
 MERGE_ERROR = (
     "SpikeLoRA adapters cannot be merged into the base weights: the LIF gate S(h) depends on each "
@@ -78,30 +91,15 @@ class SpikeLoraConfig(LoraConfig):
         bad_ranks = {k: v for k, v in (self.rank_pattern or {}).items() if v <= 0}
         if bad_ranks:
             raise ValueError(f"rank_pattern ranks must be positive, got {bad_ranks}.")
-        validate_gate_args(
-            v_threshold=self.v_threshold,
-            tau=self.tau,
-            surrogate_alpha=self.surrogate_alpha,
-            decay_input=self.decay_input,
-            mode=self.spike_mode,
-            reset=self.spike_reset,
-        )
+        # Building the gate checks every gate field (LIFGate validates its arguments).
+        self.make_gate()
         for flag in ("use_dora", "use_bdlora", "use_qalora"):
             if getattr(self, flag, False):
                 raise ValueError(f"SpikeLoRA cannot be combined with {flag}=True.")
         self._register_custom_module({nn.Linear: SpikeLoraLinear})
 
     def make_gate(self) -> LIFGate:
-        return LIFGate(
-            v_threshold=self.v_threshold,
-            tau=self.tau,
-            surrogate_alpha=self.surrogate_alpha,
-            decay_input=self.decay_input,
-            mode=self.spike_mode,
-            reset=self.spike_reset,
-            learnable_threshold=self.learnable_threshold,
-            learnable_tau=self.learnable_tau,
-        )
+        return LIFGate(**{GATE_FIELDS[f]: getattr(self, f) for f in GATE_FIELDS})
 
 
 class SpikeLoraVariant(LoraVariant):

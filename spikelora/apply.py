@@ -8,7 +8,7 @@ from typing import Any
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from .adapter import SpikeLoraConfig
+from .adapter import GATE_FIELDS, SpikeLoraConfig
 
 ADAPTER_TYPES = ("lora", "spike", "full")
 
@@ -25,30 +25,32 @@ def peft_config(
         raise ValueError(f"Unknown adapter type {adapter.type!r}: use one of {', '.join(ADAPTER_TYPES)}.")
     if adapter.type == "full":
         return None
-    r = int(adapter.r)  # validated by spikelora.run.plan_run (and SpikeLoraConfig)
+    r = adapter.r
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise ValueError(f"r must be a positive integer (the adapter rank), got r={r!r}.")
+    dropout = adapter.dropout
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+    alpha = adapter.alpha
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0):
+        raise ValueError(f"adapter.alpha must be a positive number (or null for sqrt(r)), got {alpha!r}.")
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
     common = dict(
         r=r,
-        lora_alpha=float(adapter.alpha) if adapter.alpha is not None else math.sqrt(r),
+        lora_alpha=float(alpha) if alpha is not None else math.sqrt(r),
         use_rslora=bool(adapter.use_rslora),
-        lora_dropout=float(adapter.dropout),
+        lora_dropout=float(dropout),
         target_modules=targets,
         modules_to_save=list(modules_to_save) if modules_to_save else None,
         task_type=task_type,
     )
     if adapter.type == "lora":
         return LoraConfig(**common)
-    return SpikeLoraConfig(
-        **common,
-        v_threshold=float(adapter.v_threshold),
-        tau=float(adapter.tau),
-        surrogate_alpha=float(adapter.surrogate_alpha),
-        decay_input=bool(adapter.decay_input),
-        spike_mode=str(adapter.spike_mode),
-        spike_reset=str(adapter.spike_reset),
-        learnable_threshold=bool(adapter.learnable_threshold),
-        learnable_tau=bool(adapter.learnable_tau),
-    )
+    vth = adapter.v_threshold
+    if isinstance(vth, bool) or not isinstance(vth, (int, float)) or not (math.isfinite(vth) and vth >= 0):
+        raise ValueError(f"vth (the firing threshold, adapter.v_threshold) must be >= 0, got {vth!r}.")
+    gate = {name: adapter[name] for name in GATE_FIELDS}
+    return SpikeLoraConfig(**common, **gate)
 
 
 def apply_adapter(model: nn.Module, adapter: Any, target_modules: Any, modules_to_save: list[str] | None) -> nn.Module:

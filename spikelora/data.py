@@ -107,6 +107,19 @@ def read_tsv(path: Path, task: TaskSpec, layout: Layout) -> tuple[dict[str, list
             f"Missing data file {path} for task {task.name!r}. task.data_dir must hold the task's "
             f"original files: {', '.join(layout.files.values())}."
         )
+    try:
+        return _read_tsv(path, task, layout)
+    except UnicodeDecodeError as err:
+        raw = path.read_bytes()
+        start = raw.find(err.object[err.start : err.end]) if isinstance(err.object, bytes) else -1
+        line = raw[: max(start, 0)].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not {layout.encoding} text ({err.reason}). Is this the original file for task "
+            f"{task.name!r}? Re-encode it as UTF-8."
+        ) from None
+
+
+def _read_tsv(path: Path, task: TaskSpec, layout: Layout) -> tuple[dict[str, list], ReadReport]:
     report = ReadReport(path)
     out: dict[str, list] = {name: [] for name in layout.columns}
     with path.open(encoding=layout.encoding, newline="") as f:
@@ -137,6 +150,8 @@ def read_tsv(path: Path, task: TaskSpec, layout: Layout) -> tuple[dict[str, list
             report.rows += 1
     if layout.header and not index:
         raise DataError(f"{path} is empty: expected a header line and rows.")
+    if report.rows == 0:
+        raise DataError(f"{path} holds no rows: expected the task's original file.")
     if report.blank_lines:
         log.warning("%s: skipped %d blank line(s): %s", path, len(report.blank_lines), report.blank_lines[:10])
     return out, report
@@ -196,8 +211,7 @@ def read_subj(data_dir: Path, split_seed: int = 0, validation_fraction: float = 
                 f"{' and '.join(SUBJ_FILES.values())} from Pang & Lee's subjectivity dataset v1.0."
             )
         label = get_task("subj").label_names.index(label_name)
-        # The files are Latin-1 (plot.tok.gt9.5000 has non-UTF-8 bytes).
-        lines = [ln.strip() for ln in path.read_text(encoding="latin-1").splitlines()]
+        lines = [ln.strip() for ln in read_text_lines(path)]
         kept = [ln for ln in lines if ln]
         if len(kept) < len(lines):
             log.warning("%s: skipped %d blank line(s)", path, len(lines) - len(kept))
@@ -224,17 +238,10 @@ def load_task_data(task: str | TaskSpec, data_dir: str | Path | None = None, spl
     if data_dir is None:
         return _from_hub(spec, split_seed)
     data_dir = Path(data_dir).expanduser()
-    if not data_dir.is_dir():
-        raise DataError(f"task.data_dir {data_dir} is not a directory.")
+    check_data_dir(spec, data_dir)
     if spec.name == "subj":
         return read_subj(data_dir, split_seed)
     layout = LAYOUTS[spec.name]
-    missing = [name for name in layout.files.values() if not (data_dir / name).is_file()]
-    if missing:
-        raise DataError(
-            f"Missing data file(s) {', '.join(missing)} in {data_dir} for task {spec.name!r}: task.data_dir must "
-            f"hold the task's original GLUE files ({', '.join(layout.files.values())})."
-        )
     splits = {}
     for split, file_name in layout.files.items():
         columns, _ = read_tsv(data_dir / file_name, spec, layout)
@@ -242,11 +249,53 @@ def load_task_data(task: str | TaskSpec, data_dir: str | Path | None = None, spl
     return DatasetDict(splits)
 
 
+def check_data_dir(spec: TaskSpec, data_dir: Path) -> None:
+    """Raise :class:`DataError` unless ``data_dir`` holds every original file of ``spec``."""
+    if not data_dir.exists():
+        raise DataError(f"task.data_dir={data_dir}: no such directory.")
+    if not data_dir.is_dir():
+        raise DataError(f"task.data_dir {data_dir} is not a directory.")
+    names = list(SUBJ_FILES.values()) if spec.name == "subj" else list(LAYOUTS[spec.name].files.values())
+    missing = [name for name in names if not (data_dir / name).is_file()]
+    if missing:
+        raise DataError(
+            f"Missing data file(s) {', '.join(missing)} in {data_dir} for task {spec.name!r}: task.data_dir must "
+            f"hold the task's original files ({', '.join(names)})."
+        )
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """The lines of a text file split on ``\\n`` only, read as UTF-8, else as cp1252.
+
+    ``str.splitlines`` also breaks at U+0085 and other separators that occur inside sentences
+    of the raw files (cp1252's ellipsis byte 0x85 decoded as Latin-1 is U+0085).
+    """
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise DataError(f"{path}:{line}: byte {raw[err.start]:#04x} is neither UTF-8 nor cp1252 text.") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln.removesuffix("\r") for ln in lines]
+
+
 def _from_hub(spec: TaskSpec, split_seed: int) -> DatasetDict:
     from datasets import concatenate_datasets, load_dataset
 
     repo, config = spec.hub
-    raw = load_dataset(repo, config or spec.name)
+    try:
+        raw = load_dataset(repo, config or spec.name)
+    except (ConnectionError, OSError) as err:
+        raise DataError(
+            f"Could not reach the hub for task {spec.name!r} ({repo}): {err}. Offline, pass task.data_dir=DIR "
+            "holding the task's original files (see README, 'Task data')."
+        ) from None
     if spec.name == "subj":
         full = concatenate_datasets([raw[s] for s in raw]).select_columns(["text", "label"])
         parts = full.train_test_split(test_size=0.1, seed=split_seed, stratify_by_column=None)

@@ -2,14 +2,16 @@
 
 For each sweep in ``conf/sweep`` it expands the grid into its runs and classifies each one:
 
-``complete``  a complete record
-``failed``    recorded as failed (the error is shown)
-``running``   recorded as running with a heartbeat younger than ``--stale-minutes``
-``stale``     recorded as running, but the heartbeat is older (killed, preempted, node lost)
-``missing``   no record yet
+``complete``     a complete record (its history intact)
+``running``      a live process holds the run's lock
+``interrupted``  preempted (SIGTERM): checkpointed at a step, a re-run resumes it
+``failed``       the last attempt failed (the error is shown)
+``stale``        recorded as running but no process holds the lock (killed, node lost)
+``corrupt``      a record that cannot be read or whose history is missing or changed
+``missing``      no record yet
 
-Re-launching a sweep trains exactly the failed, stale and missing runs (stale ones resume from
-their checkpoints).
+Re-launching a sweep trains exactly the runs that are not complete (interrupted and stale ones
+resume from their checkpoints). The states are defined in :mod:`spikelora.record`.
 """
 
 from __future__ import annotations
@@ -19,39 +21,20 @@ import json
 import sys
 from pathlib import Path
 
-from .store import STATUS_COMPLETE, STATUS_FAILED, STATUS_RUNNING, RunStore, read_json
+from .record import STATES, RecordError, RunDir, check_results_dir
 from .sweeps import sweep_names, sweep_plans
 
-STATES = ("complete", "failed", "running", "stale", "missing")
 
-
-def run_state(run_dir: Path, stale_seconds: float) -> tuple[str, str]:
-    """(state, detail) of one run directory."""
-    store = RunStore(run_dir)
-    status = store.status()
-    if status is None:
-        return "missing", ""
-    if status == STATUS_COMPLETE:
-        return "complete", ""
-    if status == STATUS_FAILED:
-        return "failed", str(read_json(store.metrics_path).get("error", ""))[:300]
-    if status == STATUS_RUNNING:
-        age = store.heartbeat_age()
-        if age is not None and age < stale_seconds:
-            return "running", f"heartbeat {age:.0f}s ago"
-        return "stale", "no heartbeat" if age is None else f"heartbeat {age / 60:.0f} min ago"
-    return "failed", f"unknown status {status!r}"
-
-
-def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, stale_minutes: float = 30.0) -> dict:
+def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None) -> dict:
     """``{sweep: {"counts": {state: n}, "runs": [{run_name, run_dir, state, detail}]}}``."""
+    check_results_dir(results_dir)
     out = {}
     for name in sweeps or sweep_names():
         plans = sweep_plans(name, [f"results_dir={results_dir}"])
         runs = []
         counts = dict.fromkeys(STATES, 0)
         for plan in plans:
-            state, detail = run_state(plan.run_dir, stale_minutes * 60)
+            state, detail = RunDir(plan.run_dir).state()
             counts[state] += 1
             runs.append({"run_name": plan.run_name, "run_dir": str(plan.run_dir), "state": state, "detail": detail})
         out[name] = {"expected": len(plans), "counts": counts, "runs": runs}
@@ -62,12 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spikelora.status", description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", nargs="?", default="results")
     parser.add_argument("--sweep", action="append", help="only these sweeps (repeatable); default: all")
-    parser.add_argument("--stale-minutes", type=float, default=30.0, help="heartbeat age that marks a run stale")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     try:
-        status = sweep_status(args.results_dir, args.sweep, args.stale_minutes)
-    except ValueError as err:
+        status = sweep_status(args.results_dir, args.sweep)
+    except (ValueError, RecordError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from .confdir import CONF_DIR
 
 
 def sweep_names(conf_dir: Path = CONF_DIR) -> list[str]:
@@ -40,7 +40,7 @@ GROUPS = ("model", "adapter", "task", "logger")
 
 
 def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> list:
-    """The :class:`spikelora.run.Plan` (run name and directory) of every job of sweep ``name``.
+    """The :class:`spikelora.plan.Plan` (run name and directory) of every job of sweep ``name``.
 
     Composing is slow, so each distinct choice of config groups is composed once and the
     plain-value overrides (r, lr, seed, ...) are applied to a copy.
@@ -48,7 +48,7 @@ def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir
     import yaml
     from hydra import compose, initialize_config_dir
 
-    from .run import plan_run
+    from .plan import plan_run
 
     fixed = [o for o in overrides if "," not in o.partition("=")[2]]
     composed: dict[tuple[str, ...], object] = {}
@@ -64,5 +64,5 @@ def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir
                 if o not in groups:
                     key, _, value = o.partition("=")
                     OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=False)
-            plans.append(plan_run(cfg))
+            plans.append(plan_run(cfg, check_resources=False))
     return plans

@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from .store import RunStore
 from .tasks import TaskSpec, compute_metrics
 from .telemetry import reset_sparsity, sparsity_report
 
@@ -37,20 +36,23 @@ if not hasattr(Trainer, "_get_grad_norm"):  # pragma: no cover - guards a transf
 
 
 class SpikeLoraTrainer(Trainer):
-    """``Trainer`` that writes step, log and eval records to a :class:`RunStore` (and W&B)."""
+    """``Trainer`` that writes step, log and eval records to a recorder (a :class:`spikelora.record.Attempt`).
+
+    ``recorder`` needs ``append_history(records)`` and ``heartbeat()``.
+    """
 
     def __init__(
         self,
         *args: Any,
         task: TaskSpec,
-        store: RunStore,
+        recorder: Any,
         spike: bool,
         wandb_run: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, compute_metrics=self._task_metrics, **kwargs)
         self.task = task
-        self.store = store
+        self.recorder = recorder
         self.spike = spike
         self.wandb_run = wandb_run
         self._pending_loss: torch.Tensor | None = None
@@ -111,7 +113,7 @@ class SpikeLoraTrainer(Trainer):
             )
             self._window_losses.append(loss)
         self._pending_steps.clear()
-        self.store.append_history(records)
+        self.recorder.append_history(records)
         if self.wandb_run is not None:
             for r in records:
                 self.wandb_run.log(
@@ -130,10 +132,10 @@ class SpikeLoraTrainer(Trainer):
                 logs["train_sparsity"] = report.mean
                 logs["train_sparsity_pooled"] = report.pooled
         super().log(logs, start_time)
-        self.store.heartbeat()
+        self.recorder.heartbeat()
         if not is_eval:
             kind = "train_log" if "loss" in logs else "train_summary"
-            self.store.append_history([{"type": kind, "step": self.state.global_step, **self.state.log_history[-1]}])
+            self.recorder.append_history([{"type": kind, "step": self.state.global_step, **self.state.log_history[-1]}])
             if self.wandb_run is not None:
                 self.wandb_run.log({f"train/{k}": v for k, v in logs.items()}, step=self.state.global_step)
 
@@ -186,7 +188,7 @@ class SpikeLoraTrainer(Trainer):
         if self.spike:
             record["module_sparsity"] = self.module_sparsity[p]
         self.eval_records.append(record)
-        self.store.append_history([record])
+        self.recorder.append_history([record])
         if self.wandb_run is not None:
             self.wandb_run.log(
                 {f"{p}/{k.removeprefix(p + '_')}": v for k, v in m.items() if v is not None},
@@ -206,6 +208,12 @@ class SpikeLoraTrainer(Trainer):
             predictions = predictions[0]
         return compute_metrics(self.task, predictions, prediction.label_ids)
 
+    def record_files(self) -> dict[str, Any]:
+        """The per-module files of the record (see :mod:`spikelora.record`)."""
+        from .record import MODULE_SPARSITY
+
+        return {MODULE_SPARSITY: dict(self.module_sparsity) or None}
+
     def finish_recording(self) -> None:
         """Write whatever step records are still pending (call after ``train``)."""
         self._flush_steps()
@@ -215,3 +223,58 @@ def main_metric_key(task: TaskSpec) -> str:
     """The metric that picks the best evaluation: the task's first metric on its first eval split."""
     prefix = "eval" if len(task.eval_splits) == 1 else f"eval_{task.eval_splits[0]}"
     return f"{prefix}_{task.metrics[0]}"
+
+
+def make_trainer(cfg: Any, plan: Any, built: Any, recorder: Any, kept: list[dict], callbacks: list) -> SpikeLoraTrainer:
+    """The trainer of a run, with the history already recorded (on resume) restored."""
+    from transformers import DataCollatorWithPadding
+
+    from .callbacks import instantiate_callbacks
+    from .plan import training_arguments
+
+    eval_sets = built.eval_sets
+    trainer = SpikeLoraTrainer(
+        model=built.model,
+        args=training_arguments(cfg, plan, recorder.checkpoint_dir),
+        train_dataset=built.data["train"],
+        eval_dataset=eval_sets if len(eval_sets) > 1 else next(iter(eval_sets.values())),
+        data_collator=DataCollatorWithPadding(built.tokenizer),
+        processing_class=built.tokenizer,
+        task=built.spec,
+        recorder=recorder,
+        spike=plan.adapter == "spike",
+        callbacks=[*callbacks, *instantiate_callbacks(cfg.get("callbacks"))],
+    )
+    trainer.restore_records(kept)
+    return trainer
+
+
+def train_or_resume(trainer: SpikeLoraTrainer, checkpoint: Any, preemption: Any = None) -> Any:
+    """Train (from ``checkpoint`` if given) and make sure the last step has an evaluation.
+
+    A checkpoint at the end of training is not trained from again (Trainer would run one more
+    step past ``max_steps``): its weights and state are loaded and only what is missing is done.
+    Returns the ``TrainOutput`` (None when nothing was trained).
+    """
+    from transformers import TrainerState
+
+    output = None
+    state_file = None if checkpoint is None else checkpoint / "trainer_state.json"
+    if state_file is not None and _training_done(state_file):
+        trainer._load_from_checkpoint(str(checkpoint))
+        trainer.state = TrainerState.load_from_json(str(state_file))
+    else:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.finish_recording()
+    if preemption is not None and preemption.requested:
+        return output  # checkpointed mid-training: no final evaluation
+    if not any(r["step"] == trainer.state.global_step for r in trainer.eval_records):
+        trainer.evaluate()  # the last evaluation predates the last step (max_steps, eval_strategy=no)
+    return output
+
+
+def _training_done(state_file: Any) -> bool:
+    import json
+
+    state = json.loads(state_file.read_text())
+    return bool(state.get("max_steps")) and state.get("global_step", 0) >= state["max_steps"]

@@ -14,12 +14,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from peft import PeftModel
+from spikelora.store import read_history, read_json
 
 import spikelora
 from spikelora.data import load_task_data
 from spikelora.models import build_model_and_tokenizer
 from spikelora.run import plan_run
-from spikelora.store import read_history, read_json
 from spikelora.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parents[1]

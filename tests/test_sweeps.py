@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from spikelora.store import read_history, read_json
+
 from spikelora.sweeps import sweep_jobs, sweep_names, sweep_plans
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..confdir import CONF_DIR
 from . import paper
 from .collect import Runs, collect, select, stat
 from .figures import dropout_figure, gradnorm_figure, heatmap_figure, vth_figure
@@ -29,7 +30,7 @@ from .tables import (
     write_table,
 )
 
-DEFAULT_CONF = Path(__file__).resolve().parents[2] / "conf"
+DEFAULT_CONF = CONF_DIR
 
 
 @dataclass

@@ -21,8 +21,10 @@ def _report(argv: list[str]) -> int:
     report = build_report(args.results_dir, args.out, expected_seeds=args.seeds, gap=args.gap)
     print(
         f"{report.n_complete} complete runs -> {len(report.tables)} tables, {len(report.figures)} figure files "
-        f"in {Path(args.out)} (see {Path(args.out) / 'report.md'}); {len(report.excluded)} runs excluded (not complete)."
+        f"in {Path(args.out)} (see {Path(args.out) / 'report.md'}); {len(report.excluded)} runs left out."
     )
+    for run_dir, why in report.excluded:
+        print(f"  left out: {run_dir} ({why})")
     return 0
 
 
@@ -47,10 +49,16 @@ def _select_vth(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..record import RecordError
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "select-vth":
-        return _select_vth(argv[1:])
-    return _report(argv)
+    try:
+        if argv and argv[0] == "select-vth":
+            return _select_vth(argv[1:])
+        return _report(argv)
+    except RecordError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,19 +48,14 @@ def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
     ``gap`` chooses the generalisation gap: ``"ref"`` (the authors' definition, the paper's
     tables) or ``"epoch"`` (mean over the final epoch).
     """
-    rows, excluded = [], []
-    for path in sorted(Path(results_dir).glob("*/*/metrics.json")):
-        try:
-            m = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, OSError):
-            excluded.append((str(path.parent), "unreadable"))
-            continue
-        if m.get("status") != "complete":
-            excluded.append((str(path.parent), str(m.get("status"))))
-            continue
+    from ..record import scan
+
+    records, excluded = scan(results_dir)
+    rows = []
+    for run, m in records:
         row = {
             "experiment": m.get("experiment"),
-            "run_dir": str(path.parent),
+            "run_dir": str(run.path),
             "run_name": m.get("run_name"),
             "task": m.get("task"),
             "model": m.get("model"),

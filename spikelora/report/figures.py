@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr
 
-from ..store import read_history
+from ..record import RunDir
 from .collect import select
 
 COLORS = {"lora": "tab:blue", "spike": "tab:brown"}
@@ -83,9 +82,8 @@ def heatmap_figure(df: pd.DataFrame, out: Path, experiment: str = "sparsity") ->
     runs = select(select(df, experiment=experiment), adapter="spike")
     maps = []
     for run_dir in runs.get("run_dir", []):
-        path = Path(run_dir) / "module_sparsity.json"
-        if path.exists():
-            data = json.loads(path.read_text())
+        data = RunDir(run_dir).module_sparsity()
+        if data:
             split = "eval" if "eval" in data else next(iter(data))
             maps.append(module_grid(data[split]))
     if not maps:
@@ -113,7 +111,7 @@ def gradnorm_series(df: pd.DataFrame, experiment: str = "gradnorm") -> tuple[np.
         for method in ("lora", "spike"):
             sub = select(runs, adapter=method, seed=int(seed))
             if not sub.empty:
-                steps = [r for r in read_history(Path(sub.iloc[0]["run_dir"]) / "history.jsonl") if r["type"] == "step"]
+                steps = [r for r in RunDir(sub.iloc[0]["run_dir"]).history() if r["type"] == "step"]
                 pair[method] = {r["step"]: r["grad_norm"] for r in steps}
         if len(pair) == 2:
             common = sorted(set(pair["lora"]) & set(pair["spike"]))

@@ -1,0 +1,85 @@
+"""Trainer callbacks for cross-cutting concerns: preemption, heartbeat, user callbacks from the config."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+class Preempted(BaseException):
+    """Raised after a preempted attempt was checkpointed and recorded: stops the process (and a sweep).
+
+    A ``BaseException`` so that a multirun's per-job error policy does not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"preempted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 143 for SIGTERM
+
+
+class Preemption(TrainerCallback):
+    """Turn SLURM's warning signal into a checkpoint at the current step and a clean stop.
+
+    Used as a context manager around the attempt, it installs handlers for ``signals`` (names
+    such as ``SIGTERM``, ``SIGUSR1``) that only set a flag; at the end of the current optimiser
+    step the callback asks the Trainer to save a checkpoint and stop, and keeps it from
+    evaluating at the end of an epoch it cut short (an uninterrupted run would not evaluate there).
+    """
+
+    def __init__(self, signals: list[str] | tuple[str, ...] = ("SIGTERM",)) -> None:
+        self.signals = [signal.Signals[s] if isinstance(s, str) else signal.Signals(s) for s in signals]
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> Preemption:
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            # Logging and evaluation due at this step still happen, as in an uninterrupted run.
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        epoch_done = abs((state.epoch or 0.0) - round(state.epoch or 0.0)) < 1e-6
+        if self.requested and not epoch_done:
+            # The loop was cut mid-epoch: no epoch-end evaluation (the resumed run makes it later).
+            control.should_evaluate = False
+            control.should_save = False
+        return control
+
+
+def instantiate_callbacks(callbacks_cfg: Any) -> list[TrainerCallback]:
+    """The ``callbacks`` config group: ``{name: {_target_: module.Class, ...}}`` built with Hydra."""
+    if not callbacks_cfg:
+        return []
+    from hydra.utils import instantiate
+
+    built = []
+    for name, conf in callbacks_cfg.items():
+        cb = instantiate(conf)
+        if not isinstance(cb, TrainerCallback):
+            raise ValueError(f"callbacks.{name} builds {type(cb).__name__}, not a transformers TrainerCallback.")
+        built.append(cb)
+    return built

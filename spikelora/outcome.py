@@ -1,0 +1,159 @@
+"""What a run reports when it ends: the complete record's content, the console summary, and the
+per-job results a multirun sums up in a table."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from .record import utc_now
+
+JOB_FILE = "spikelora_job.json"
+
+
+def assemble(attempt, plan, built, trainer, train_output, t0: float, checkpoint) -> dict[str, Any]:
+    """The complete record of an attempt (``metrics.json``) from the trainer's evaluations and the history.
+
+    Everything is derived from the history and the evaluation records, never from the Trainer's
+    own counters of this process, so a resumed attempt's record equals an uninterrupted one's.
+    """
+    from .trainer import main_metric_key
+
+    main_key = main_metric_key(built.spec)
+    last_step = trainer.state.global_step
+    strip = ("type", "split", "module_sparsity")
+    final: dict[str, Any] = {}
+    by_eval: dict[tuple, dict] = {}
+    for record in trainer.eval_records:
+        if record["step"] == last_step:
+            final.update({k: v for k, v in record.items() if k not in strip})
+        by_eval.setdefault((record["step"], record["epoch"]), {}).update(record)
+    candidates = [r for r in by_eval.values() if r.get(main_key) is not None]
+    best = max(candidates, key=lambda r: r[main_key]) if candidates else {}
+    best = {k: v for k, v in best.items() if k not in strip}
+    prefix = main_key[: -len(built.spec.metrics[0]) - 1]  # "eval" or "eval_<first split>"
+    losses = [r["loss"] for r in attempt.history() if r.get("type") == "step" and r.get("loss") is not None]
+    timing = dict(attempt.info.get("timing", {}))
+    timing.update(
+        ended_utc=utc_now(),
+        runtime_s=time.time() - t0,
+        train_runtime_s=(train_output.metrics.get("train_runtime") if train_output is not None else None),
+        tokenized_from_cache=built.tokenized_from_cache,
+        resumed_from_step=None if checkpoint is None else int(checkpoint.name.split("-")[1]),
+    )
+    info = {k: v for k, v in attempt.info.items() if k not in ("timing", "resumed_from_step")}
+    info["provenance"] = {**info.get("provenance", {}), "data": built.facts["data"], "model": built.facts["model_id"]}
+    return {
+        **info,
+        **{k: v for k, v in built.facts.items() if k not in ("data", "model_id")},
+        "main_metric": main_key,
+        "final": final,
+        "best": best,
+        "gen_gap_ref": final.get(f"{prefix}_gen_gap_ref"),
+        "gen_gap_epoch": final.get(f"{prefix}_gen_gap_epoch"),
+        "eval_sparsity": final.get(f"{prefix}_sparsity"),
+        "eval_sparsity_pooled": final.get(f"{prefix}_sparsity_pooled"),
+        "train": {
+            "train_loss_mean": sum(losses) / len(losses) if losses else None,
+            "global_step": last_step,
+            "steps_recorded": len(losses),
+        },
+        "non_token_sparsity": trainer.non_token_sparsity or None,
+        "timing": timing,
+    }
+
+
+def print_summary(metrics: dict[str, Any], plan) -> None:
+    final = metrics["final"]
+    lines = [
+        "",
+        f"== {plan.run_name}: complete ==",
+        f"record:      {plan.run_dir}",
+        f"steps:       {metrics['train']['global_step']}   runtime {metrics['timing']['runtime_s']:.1f}s",
+        f"train size:  {metrics['train_samples']}   eval size: {metrics['eval_samples']}",
+    ]
+    suffixes = (
+        "_loss",
+        "_mcc",
+        "_accuracy",
+        "_f1",
+        "_pearson",
+        "_spearman",
+        "_sparsity",
+        "_gen_gap_ref",
+        "_gen_gap_epoch",
+    )
+    for key, value in final.items():
+        if isinstance(value, float) and key.endswith(suffixes):
+            lines.append(f"{key:<34} {value:.4f}")
+    best = metrics.get("best") or {}
+    main = metrics["main_metric"]
+    if best.get(main) is not None:
+        lines.append(f"best {main}: {best[main]:.4f} at epoch {best.get('epoch', 0):.2f} (step {best.get('step')})")
+    print("\n".join(lines))
+
+
+def _hydra_output_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def job_result(cfg: DictConfig, status: str, metrics: dict | None, error: str | None = None) -> float | None:
+    """Leave this job's outcome in its Hydra output directory (for the multirun table); return its main metric."""
+    value = None
+    name = None
+    if metrics:
+        value = (metrics.get("final") or {}).get(metrics.get("main_metric", ""))
+        name = metrics.get("run_name")
+    out = _hydra_output_dir()
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            from hydra.core.hydra_config import HydraConfig
+
+            overrides = list(HydraConfig.get().overrides.task)
+            (out / JOB_FILE).write_text(
+                json.dumps(
+                    {"overrides": overrides, "run_name": name, "status": status, "main_metric": value, "error": error}
+                )
+            )
+        except OSError:
+            pass  # the table is a convenience; the run record is what counts
+    return value
+
+
+class MultirunSummary(Callback):
+    """At the end of a multirun: a table of every job (overrides, status, main metric); exit 1 if any failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs = []
+        for path in sorted(
+            sweep_dir.glob(f"*/{JOB_FILE}"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+        ):
+            try:
+                jobs.append(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError):
+                jobs.append({"overrides": [path.parent.name], "status": "unknown", "main_metric": None})
+        if not jobs:
+            return
+        print(f"\n== multirun: {len(jobs)} job(s) ==")
+        print(f"{'status':<12} {'main metric':>11}  job")
+        for job in jobs:
+            value = job.get("main_metric")
+            shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+            label = job.get("run_name") or " ".join(job.get("overrides", []))
+            print(f"{job.get('status', '?'):<12} {shown:>11}  {label}")
+        bad = [j for j in jobs if j.get("status") not in ("complete", "running")]
+        if bad:
+            print(f"{len(bad)} job(s) did not complete; re-launch the same command to retry them.", file=sys.stderr)
+            sys.exit(1)
