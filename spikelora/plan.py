@@ -261,7 +261,7 @@ def training_arguments(cfg: DictConfig, plan: Plan, output_dir: Path | None = No
     kwargs.update(
         seed=plan.seed,
         output_dir=str(output_dir or plan.run_dir / "attempt" / "checkpoints"),
-        report_to=[],
+        report_to=["wandb"] if cfg.logger.get("wandb", False) else [],
         logging_dir=None,
         label_names=["labels"],
     )

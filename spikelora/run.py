@@ -56,6 +56,7 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
     from .outcome import assemble, print_summary
     from .provenance import git_state, machine, versions
     from .record import utc_now
+    from .tracking import finish_wandb, start_wandb
     from .trainer import make_trainer, train_or_resume
 
     t0 = time.time()
@@ -72,8 +73,10 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
         "timing": {"started_utc": utc_now()},
     }
     kept = attempt.start(OmegaConf.to_yaml(cfg, resolve=True), info, _step(checkpoint))
+    wandb_run = None
     with Preemption(list(cfg.preempt_signals)) as preemption:
         try:
+            wandb_run = start_wandb(cfg, plan)
             set_seed(plan.seed)
             built = build(cfg, plan)
             trainer = make_trainer(cfg, plan, built, attempt, kept, callbacks=[preemption])
@@ -87,10 +90,13 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
             metrics = assemble(attempt, plan, built, trainer, train_output, t0, checkpoint)
             attempt.finish(metrics, trainer.record_files(), keep_checkpoints=bool(cfg.keep_checkpoints))
         except Preempted:
+            finish_wandb(wandb_run, ok=False)
             raise
         except BaseException as err:
             attempt.fail(f"{type(err).__name__}: {err}")
+            finish_wandb(wandb_run, ok=False)
             raise
+    finish_wandb(wandb_run, ok=True)
     print_summary(metrics, plan)
     return metrics
 

@@ -47,14 +47,12 @@ class SpikeLoraTrainer(Trainer):
         task: TaskSpec,
         recorder: Any,
         spike: bool,
-        wandb_run: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, compute_metrics=self._task_metrics, **kwargs)
         self.task = task
         self.recorder = recorder
         self.spike = spike
-        self.wandb_run = wandb_run
         self._pending_loss: torch.Tensor | None = None
         self._pending_steps: list[tuple[int, int, torch.Tensor, Any, float]] = []
         self._window_losses: list[float] = []  # per-step losses since the previous evaluation
@@ -114,12 +112,6 @@ class SpikeLoraTrainer(Trainer):
             self._window_losses.append(loss)
         self._pending_steps.clear()
         self.recorder.append_history(records)
-        if self.wandb_run is not None:
-            for r in records:
-                self.wandb_run.log(
-                    {"train/step_loss": r["loss"], "train/grad_norm": r["grad_norm"], "train/lr": r["lr"]},
-                    step=r["step"],
-                )
 
     # -------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -136,8 +128,6 @@ class SpikeLoraTrainer(Trainer):
         if not is_eval:
             kind = "train_log" if "loss" in logs else "train_summary"
             self.recorder.append_history([{"type": kind, "step": self.state.global_step, **self.state.log_history[-1]}])
-            if self.wandb_run is not None:
-                self.wandb_run.log({f"train/{k}": v for k, v in logs.items()}, step=self.state.global_step)
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
@@ -189,11 +179,8 @@ class SpikeLoraTrainer(Trainer):
             record["module_sparsity"] = self.module_sparsity[p]
         self.eval_records.append(record)
         self.recorder.append_history([record])
-        if self.wandb_run is not None:
-            self.wandb_run.log(
-                {f"{p}/{k.removeprefix(p + '_')}": v for k, v in m.items() if v is not None},
-                step=self.state.global_step,
-            )
+        if self.spike and "wandb" in self.args.report_to:
+            _wandb_module_table(p, self.module_sparsity[p], self.state.global_step)
         return output
 
     def _last_logged_train_loss(self) -> float | None:
@@ -217,6 +204,15 @@ class SpikeLoraTrainer(Trainer):
     def finish_recording(self) -> None:
         """Write whatever step records are still pending (call after ``train``)."""
         self._flush_steps()
+
+
+def _wandb_module_table(split: str, modules: dict[str, float], step: int) -> None:
+    """Per-module sparsity of an evaluation as a W&B table (HF's callback logs the scalars)."""
+    import wandb
+
+    if wandb.run is not None:
+        table = wandb.Table(columns=["module", "sparsity"], data=[[k, v] for k, v in modules.items()])
+        wandb.run.log({f"{split}/module_sparsity": table}, commit=False)
 
 
 def main_metric_key(task: TaskSpec) -> str:

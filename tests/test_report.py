@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from scipy.stats import pearsonr
-from spikelora.store import read_history
 
+from spikelora.record import read_history
 from spikelora.report import build_report, select_vth
 from spikelora.run import run
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from peft import PeftModel
-from spikelora.store import read_history, read_json
 
 import spikelora
 from spikelora.data import load_task_data
 from spikelora.models import build_model_and_tokenizer
-from spikelora.run import plan_run
+from spikelora.plan import plan_run
+from spikelora.record import RunDir, read_history, read_json
 from spikelora.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,14 +50,14 @@ def test_every_config_composes(model, adapter, logger):
     extra = ["model.name_or_path=/models/x"] if model == "hf" else []
     for task in groups("task"):
         cfg = compose_cfg([f"model={model}", f"adapter={adapter}", f"task={task}", f"logger={logger}", *extra])
-        plan = plan_run(cfg)
+        plan = plan_run(cfg, check_resources=False)
         assert plan.task == task and plan.adapter == adapter
         assert plan.lr == cfg.task.lr and plan.epochs == cfg.task.epochs and plan.batch_size == cfg.task.batch_size
 
 
 @pytest.mark.parametrize("experiment", groups("experiment"))
 def test_every_experiment_file_composes(experiment):
-    plan = plan_run(compose_cfg([f"+experiment={experiment}"]))
+    plan = plan_run(compose_cfg([f"+experiment={experiment}"]), check_resources=False)
     assert plan.run_dir.parent.name == experiment
     if experiment in ("rank", "vth"):
         assert plan.lr == 5e-4 and plan.task == "cola"
@@ -67,7 +67,7 @@ def test_experiment_composes_and_shorthands_reach_the_groups():
     cfg = compose_cfg(["+experiment=smoke", "r=16", "vth=0.25", "dropout=0.05", "seed=3"])
     assert (cfg.model.kind, cfg.adapter.r, cfg.adapter.v_threshold, cfg.adapter.dropout) == ("tiny", 16, 0.25, 0.05)
     plan = plan_run(cfg)
-    assert plan.run_name == "tiny-cola-spike-r16-vth0.25-lr0.01-p0.05-s3"
+    assert re.fullmatch(r"tiny-cola-spike-r16-vth0\.25-lr0\.01-p0\.05-s3-[0-9a-f]{8}", plan.run_name)
     assert plan.run_dir == Path("results/smoke") / plan.run_name
 
 
@@ -117,7 +117,8 @@ def run_cli(args: list[str], tmp_path: Path, env: dict | None = None) -> subproc
         "trainer.disable_tqdm=true",
         *args,
     ]
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    helpers = str(ROOT / "tests" / "helpers")
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": helpers, **(env or {})}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=full_env)
 
 
@@ -143,7 +144,7 @@ def smoke_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
     proc = run_cli(["+experiment=smoke"], tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dir = tmp / "results" / "smoke" / "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s0"
+    (run_dir,) = (tmp / "results" / "smoke").glob("tiny-cola-spike-r8-vth0.1-lr0.01-p0-s0-*")
     return tmp, run_dir, proc
 
 
@@ -160,7 +161,7 @@ def test_smoke_run_writes_a_complete_record(smoke_run):
         assert isinstance(m["final"][key], float), key
     assert m["final"]["eval_mcc"] > 0.5  # the generated rule is learnt
     assert m["best"]["eval_mcc"] >= m["final"]["eval_mcc"]
-    assert set(m["versions"]) >= {"torch", "transformers", "peft", "spikelora"}
+    assert set(m["provenance"]["versions"]) >= {"torch", "transformers", "peft", "spikelora"}
     sparsity = read_json(run_dir / "module_sparsity.json")["eval"]
     assert len(sparsity) == 12 and all(0 <= v <= 1 for v in sparsity.values())
 
@@ -234,42 +235,39 @@ def test_final_sparsity_equals_a_direct_count_with_the_saved_adapter(smoke_run):
     assert final["eval_sparsity"] == pytest.approx(sum(expected.values()) / len(expected), abs=1e-9)
 
 
-def test_second_identical_run_is_skipped_and_force_reuses_the_token_cache(smoke_run):
+def test_second_identical_run_is_skipped(smoke_run):
     tmp, run_dir, _ = smoke_run
-    before = (run_dir / "metrics.json").read_bytes()
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     proc = run_cli(["+experiment=smoke"], tmp)
     assert proc.returncode == 0 and "skipped (complete)" in proc.stdout
-    assert (run_dir / "metrics.json").read_bytes() == before
-    proc = run_cli(["+experiment=smoke", "force=true", "trainer.max_steps=2"], tmp)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    m = read_json(run_dir / "metrics.json")
-    assert m["status"] == "complete" and m["tokenized_from_cache"] is True
-    assert m["train"]["global_step"] == 2
-    assert m["final"]["step"] == 2  # evaluated after the last step even though no epoch ended
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 
 
 def test_a_run_that_dies_is_recorded_as_failed_never_complete(tmp_path):
-    # Evaluation with batch size 0 fails after the first training epoch, mid-run.
-    proc = run_cli(["+experiment=smoke", "trainer.per_device_eval_batch_size=0"], tmp_path)
+    fault = ["+callbacks.fault._target_=faults.FailAtStep", "+callbacks.fault.step=3", "trainer.max_steps=5"]
+    proc = run_cli(["+experiment=smoke", *fault], tmp_path)
     assert proc.returncode != 0
-    m = read_json(tmp_path / "results" / "smoke" / "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s0" / "metrics.json")
-    assert m["status"] == "failed" and "batch_size" in m["error"]
-    # The next identical run is not skipped: only complete records are.
-    proc = run_cli(["+experiment=smoke", "trainer.max_steps=2"], tmp_path)
+    (run_dir,) = (tmp_path / "results" / "smoke").iterdir()
+    assert RunDir(run_dir).state() == ("failed", "RuntimeError: injected fault at step 3")
+    assert not (run_dir / "metrics.json").exists()  # only complete records live there
+    # The same run without the fault (callbacks are not part of a run's identity) is retried.
+    proc = run_cli(["+experiment=smoke", "trainer.max_steps=5"], tmp_path)
     assert proc.returncode == 0 and "skipped" not in proc.stdout
+    assert RunDir(run_dir).state().state == "complete"
 
 
 def test_bad_data_names_file_and_line_and_is_recorded_as_failed(tmp_path):
     # The generated data is fine; a label outside CoLA's set in dev.tsv fails the run before training.
     data = tmp_path / "data"
-    proc = run_cli(["+experiment=smoke", f"task.data_dir={data}"], tmp_path)
+    proc = run_cli(["+experiment=smoke", f"task.data_dir={data}", "trainer.max_steps=2"], tmp_path)
     assert proc.returncode == 0
     (data / "dev.tsv").write_text("syn01\t7\t\tThe dog ran today.\n", encoding="utf-8")
-    proc = run_cli(["+experiment=smoke", f"task.data_dir={data}", "seed=1"], tmp_path)
+    proc = run_cli(["+experiment=smoke", f"task.data_dir={data}", "seed=1", "task.synthetic=false"], tmp_path)
     assert proc.returncode != 0
     assert "dev.tsv:1: label '7' is outside 0..1" in proc.stderr
-    m = read_json(tmp_path / "results" / "smoke" / "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s1" / "metrics.json")
-    assert m["status"] == "failed" and "label '7'" in m["error"]
+    (run_dir,) = (tmp_path / "results" / "smoke").glob("*-s1-*")
+    state = RunDir(run_dir).state()
+    assert state.state == "failed" and "label '7'" in state.detail
 
 
 def test_wandb_offline_run_files_exist(tmp_path):
@@ -279,7 +277,7 @@ def test_wandb_offline_run_files_exist(tmp_path):
         env={"WANDB_SILENT": "true"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dir = tmp_path / "results" / "smoke" / "tiny-cola-lora-r8-lr0.01-p0-s0"
+    (run_dir,) = (tmp_path / "results" / "smoke").glob("tiny-cola-lora-r8-lr0.01-p0-s0-*")
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     assert list(offline[0].glob("run-*.wandb"))
@@ -327,7 +325,7 @@ def test_real_pretrained_model_from_a_local_path(tmp_path):
         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dir = tmp_path / "results" / "smoke" / "minilm-cola-spike-r8-vth0.1-lr0.01-p0-s0"
+    (run_dir,) = (tmp_path / "results" / "smoke").glob("minilm-cola-spike-r8-vth0.1-lr0.01-p0-s0-*")
     m = read_json(run_dir / "metrics.json")
     assert m["status"] == "complete" and m["model"] == "minilm"
     with safe_open(str(run_dir / "adapter" / "adapter_model.safetensors"), "pt") as f:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from peft import get_peft_model
 from spikegpt_reference import recurrent_forward, wkv_closed_form
-from spikelora.store import read_history, read_json
 
 from spikelora import SpikeLoraConfig, SpikeLoraLinear
 from spikelora.models.spikegpt import SpikeGPT, SpikeGPTConfig, lif, token_shift, wkv
+from spikelora.record import read_history, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["att.key", "att.value", "att.receptance", "ffn.key", "ffn.value", "ffn.receptance"]

@@ -1,0 +1,385 @@
+"""Results you can trust: run identity, staged records, resume equality, preemption, disk full,
+malformed records, and bad inputs refused before anything is written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from spikelora.data import DataError, read_subj, read_tsv
+from spikelora.plan import NOT_IDENTITY, ConfigError, plan_run
+from spikelora.record import Attempt, RunDir, read_json, scan, write_json
+from spikelora.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def cfg_of(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def name_of(overrides: list[str]) -> str:
+    return plan_run(cfg_of(["+experiment=smoke", *overrides]), check_resources=False).run_name
+
+
+# ---------------------------------------------------------------------------------- identity
+@pytest.mark.parametrize(
+    "change",
+    [
+        ["trainer.max_steps=3"],
+        ["epochs=2"],
+        ["trainer.per_device_train_batch_size=16"],
+        ["max_length=64"],
+        ["adapter.tau=3.0"],
+        ["adapter.spike_mode=temporal"],
+        ["adapter.alpha=4"],
+        ["task.data_dir=/elsewhere/cola"],
+        ["trainer.weight_decay=0.0"],
+        ["trainer.logging_steps=1"],
+        ["model.hidden_size=32"],
+    ],
+)
+def test_every_setting_that_can_change_a_result_changes_the_identity(change):
+    base = name_of([])
+    changed = name_of(change)
+    assert changed != base
+    assert changed.rsplit("-", 1)[0] == base.rsplit("-", 1)[0]  # the readable part stays; the hash differs
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ["logger=wandb"],
+        ["results_dir=/other/results", "task.data_dir=results/smoke/data/cola"],
+        ["trainer.disable_tqdm=true"],
+        ["trainer.dataloader_num_workers=2"],
+        ["keep_checkpoints=true"],
+        ["force=true"],
+        ["save_adapter=false"],
+        ["cache_dir=/tmp/elsewhere"],
+    ],
+)
+def test_settings_that_cannot_change_a_result_keep_the_identity(change):
+    assert name_of(change) == name_of([])
+
+
+def test_the_excluded_settings_are_listed_in_one_place():
+    assert {"logger", "results_dir", "force", "keep_checkpoints", "trainer.dataloader_num_workers"} <= set(NOT_IDENTITY)
+
+
+def test_hf_models_at_different_paths_are_different_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    names = {name_of(["model=hf", f"model.name_or_path={p}"]) for p in (a, b)}
+    assert len(names) == 2 and all(n.startswith("hf-cola-spike-") for n in names)
+
+
+def test_defaults_are_interpolated_so_the_config_shows_effective_values():
+    cfg = cfg_of(["task=rte"])
+    assert (cfg.lr, cfg.epochs, cfg.trainer.learning_rate, cfg.trainer.per_device_train_batch_size) == (
+        1.2e-3,
+        15,
+        1.2e-3,
+        32,
+    )
+    plan = plan_run(cfg_of(["task=rte", "lr=1e-4"]), check_resources=False)
+    assert plan.lr == 1e-4 and plan.batch_size == 32 and plan.epochs == 15
+
+
+# ---------------------------------------------------------------------------------- bad values
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.per_device_train_batch_size=0"], "per_device_train_batch_size must be a positive integer"),
+        (["trainer.max_steps=-5"], "max_steps must be -1 .* or a positive integer"),
+        (["trainer.max_steps=0"], "max_steps must be -1"),
+        (["adapter=lora", "adapter.alpha=-4"], "alpha must be a positive number"),
+        (["experiment_name=../../x"], "experiment_name must be one plain directory name"),
+        (["experiment_name=a/b"], "experiment_name must be one plain directory name"),
+        (["seed=-1"], "seed must be an integer in"),
+        (["adapter.tau=0.5"], "tau must be > 1"),
+        (["adapter.spike_mode=bogus"], "Unknown spike mode"),
+        (["model=hf"], "needs model.name_or_path"),
+        (["model=hf", "model.name_or_path=/no/such/model"], "no such file or directory"),
+        (["task.synthetic=false", "task.data_dir=/no/such/data"], "no such directory"),
+    ],
+)
+def test_bad_values_are_refused_by_the_plan(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        plan_run(cfg_of(["+experiment=smoke", *overrides]))
+
+
+def test_offline_hub_without_data_dir_says_how_to_point_at_files(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="task.data_dir=DIR"):
+        plan_run(cfg_of(["model=tiny"]))
+
+
+def run_cli(args: list[str], tmp: Path, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "spikelora.run", f"cache_dir={tmp / 'cache'}", "trainer.disable_tqdm=true", *args]
+    if not any(a.startswith("results_dir=") for a in args):
+        cmd.append(f"results_dir={tmp / 'results'}")
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers"), **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=full_env, **kw)
+
+
+def test_refused_inputs_write_nothing(tmp_path):
+    for bad in (["trainer.per_device_train_batch_size=0"], ["experiment_name=../../escaped"], ["model=hf"]):
+        proc = run_cli(["+experiment=smoke", *bad], tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    runs = [p for p in (tmp_path / "results").rglob("*") if p.name in ("metrics.json", ".lock", "attempt")]
+    assert runs == [] and not (tmp_path / "escaped").exists()
+
+
+# ---------------------------------------------------------------------------------- data files
+def test_subj_lines_split_on_newline_only_with_cp1252_punctuation(tmp_path):
+    # cp1252 0x85 (an ellipsis) inside sentences: decoded as Latin-1 it is U+0085, a line break for splitlines().
+    for name, word in (("quote.tok.gt9.5000", b"feel"), ("plot.tok.gt9.5000", b"goes")):
+        lines = [b"he " + word + b" it \x85 then " + str(i).encode() + b" \x93quoted\x94" for i in range(5000)]
+        (tmp_path / name).write_bytes(b"\n".join(lines) + b"\n")
+    data = read_subj(tmp_path)
+    texts = list(data["train"]["text"]) + list(data["validation"]["text"])
+    labels = list(data["train"]["label"]) + list(data["validation"]["label"])
+    assert len(texts) == 10000 and labels.count(0) == labels.count(1) == 5000
+    assert all("…" in t and "“quoted”" in t for t in texts)
+
+
+def test_real_subj_files_give_5000_and_5000_when_present():
+    folder = os.environ.get("SPIKELORA_SUBJ_DIR")
+    if not folder:
+        pytest.skip("set SPIKELORA_SUBJ_DIR to the raw Subj v1.0 files to check them")
+    data = read_subj(Path(folder))
+    labels = list(data["train"]["label"]) + list(data["validation"]["label"])
+    assert labels.count(0) == labels.count(1) == 5000
+
+
+def test_empty_and_undecodable_files_name_the_file_and_line(tmp_path):
+    spec = get_task("cola")
+    from spikelora.data import LAYOUTS
+
+    (tmp_path / "empty.tsv").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.tsv holds no rows"):
+        read_tsv(tmp_path / "empty.tsv", spec, LAYOUTS["cola"])
+    (tmp_path / "bad.tsv").write_bytes(b"s\t1\t\tfine\ns\t0\t\tfine too\ns\t1\t\tbad \xff byte\n")
+    with pytest.raises(DataError, match=r"bad\.tsv:3: not utf-8 text"):
+        read_tsv(tmp_path / "bad.tsv", spec, LAYOUTS["cola"])
+
+
+# ---------------------------------------------------------------------------------- records
+def write_complete(run_dir: Path, mcc: float = 0.5) -> RunDir:
+    """A complete record written by the real writer (as a run would)."""
+    run = RunDir(run_dir)
+    attempt = Attempt(run)
+    attempt.start("x: 1\n", {"run_name": run_dir.name, "experiment": run_dir.parent.name, "task": "cola"}, None)
+    attempt.append_history([{"type": "step", "step": 1, "loss": 0.7}])
+    metrics = {
+        **attempt.info,
+        "adapter": "spike",
+        "main_metric": "eval_mcc",
+        "final": {"eval_mcc": mcc},
+        "best": {"eval_mcc": mcc},
+        "train": {"global_step": 1},
+    }
+    attempt.finish(metrics, {}, keep_checkpoints=False)
+    return run
+
+
+def test_records_are_readable_by_lab_mates(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run = write_complete(tmp_path / "e" / "r")
+    finally:
+        os.umask(old)
+    for path in (run.metrics_path, run.history_path, run.config_path):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
+
+
+def test_a_record_without_its_history_is_corrupt_not_complete(tmp_path):
+    run = write_complete(tmp_path / "e" / "r")
+    assert run.state().state == "complete"
+    run.history_path.write_text('{"type": "step", "step": 1, "loss": 0.1}\n')
+    assert run.state().state == "corrupt" and "does not match" in run.state().detail
+    run.history_path.unlink()
+    assert run.state().state == "corrupt" and not run.is_complete()
+
+
+def test_report_lists_malformed_records_and_goes_on(tmp_path):
+    results = tmp_path / "results"
+    write_complete(results / "e" / "good")
+    bad = {"list": [1], "final-str": None, "metric-str": None, "no-history": None}
+    for name in bad:
+        write_complete(results / "e" / name)
+    write_json(results / "e" / "list" / "metrics.json", [1])
+    m = read_json(results / "e" / "final-str" / "metrics.json")
+    write_json(results / "e" / "final-str" / "metrics.json", {**m, "final": "oops"})
+    m = read_json(results / "e" / "metric-str" / "metrics.json")
+    write_json(results / "e" / "metric-str" / "metrics.json", {**m, "final": {"eval_mcc": "high"}})
+    (results / "e" / "no-history" / "history.jsonl").unlink()
+    records, left_out = scan(results)
+    assert [r.path.name for r, _ in records] == ["good"]
+    assert sorted(Path(p).name for p, _ in left_out) == sorted(bad)
+    assert all(why.startswith("corrupt") for _, why in left_out)
+    proc = subprocess.run(
+        [sys.executable, "-m", "spikelora.report", str(results), "--out", str(tmp_path / "reports")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in bad:
+        assert f"e/{name} (corrupt" in proc.stdout
+
+
+@pytest.mark.parametrize("tool", ["spikelora.report", "spikelora.status"])
+def test_report_and_status_refuse_a_missing_directory_or_a_file(tool, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for target in (tmp_path / "missing", tmp_path / "afile"):
+        args = [str(target)] + (
+            ["--out", str(tmp_path / "out")] if tool == "spikelora.report" else ["--sweep", "smoke"]
+        )
+        proc = subprocess.run([sys.executable, "-m", tool, *args], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 2, (tool, target, proc.stdout[-500:])
+        assert "no such results directory" in proc.stderr or "is a file" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------- real runs
+SMOKE = ["+experiment=smoke", "trainer.max_steps=30", "trainer.logging_steps=5"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """The generated smoke task at one path, so that runs in different results dirs share an identity."""
+    from spikelora.synthetic import write_synthetic
+
+    path = tmp_path_factory.mktemp("data") / "cola"
+    write_synthetic("cola", path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+    tmp = tmp_path_factory.mktemp("reference")
+    proc = run_cli([*SMOKE, f"task.data_dir={data_dir}", "task.synthetic=false"], tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp / "results" / "smoke").iterdir()
+    return run_dir
+
+
+def comparable(run: RunDir) -> tuple[dict, list[dict]]:
+    """The record and its history, timestamps aside."""
+    m = run.load()
+    m.pop("timing")
+    return m, run.history()
+
+
+def assert_same_record(got: Path, expected: Path) -> None:
+    a, ha = comparable(RunDir(got))
+    b, hb = comparable(RunDir(expected))
+    assert a.pop("files") != {} and b.pop("files") != {}
+    for record in (a, b):
+        record["provenance"].pop("host", None)
+    assert a == b
+    assert ha == hb
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fault", "resumed_from"),
+    [
+        (["+callbacks.fault._target_=faults.KillAtStep", "+callbacks.fault.step=20"], 15),  # kill -9 mid-epoch
+        (["+callbacks.fault._target_=faults.KillAtTrainEnd"], 30),  # after the last checkpoint
+        (["+callbacks.fault._target_=faults.SignalAtStep", "+callbacks.fault.step=20"], 20),  # SLURM's SIGTERM
+    ],
+    ids=["kill-mid-epoch", "kill-after-final-checkpoint", "sigterm"],
+)
+def test_an_interrupted_run_resumes_to_the_uninterrupted_record(fault, resumed_from, tmp_path, data_dir, reference):
+    args = [*SMOKE, f"task.data_dir={data_dir}", "task.synthetic=false"]
+    proc = run_cli([*args, *fault], tmp_path)
+    assert proc.returncode in (137, 143), proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "results" / "smoke").iterdir()
+    assert run_dir.name == reference.name  # the fault callback is not part of the identity
+    state = RunDir(run_dir).state()
+    if "SignalAtStep" in fault[0]:
+        assert proc.returncode == 143 and state.state == "interrupted"
+        assert (run_dir / "attempt" / "checkpoints" / "checkpoint-20" / "trainer_state.json").exists()
+    else:
+        assert state.state == "stale"  # recorded as running, but the lock is free
+    resumed = run_cli(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = RunDir(run_dir).load()
+    assert record["timing"]["resumed_from_step"] == resumed_from
+    assert record["train"]["global_step"] == 30 and record["train"]["steps_recorded"] == 30
+    assert_same_record(run_dir, reference)
+    assert not (run_dir / "attempt").exists()
+
+
+@pytest.mark.slow
+def test_force_never_damages_the_complete_record(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(_smoke_data(tmp_path), data)
+    args = ["+experiment=smoke", "trainer.max_steps=3", f"task.data_dir={data}", "task.synthetic=false"]
+    assert run_cli(args, tmp_path).returncode == 0
+    (run_dir,) = (tmp_path / "results" / "smoke").iterdir()
+    files = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    (data / "dev.tsv").write_bytes(b"syn\t7\t\tbad label\n")  # the new attempt fails before training
+    proc = run_cli([*args, "force=true"], tmp_path)
+    assert proc.returncode != 0 and "label '7'" in proc.stderr
+    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert {k: v for k, v in after.items() if k.parts[0] != "attempt"} == files
+    state = RunDir(run_dir).state()
+    assert state.state == "complete" and "last attempt failed" in state.detail
+
+
+def _smoke_data(tmp_path: Path) -> Path:
+    from spikelora.synthetic import write_synthetic
+
+    path = tmp_path / "generated"
+    write_synthetic("cola", path)
+    return path
+
+
+@pytest.mark.slow
+def test_disk_full_during_a_checkpoint_ends_failed_not_running(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        args = [
+            "+experiment=smoke",
+            f"results_dir={mount}",
+            f"task.data_dir={_smoke_data(tmp_path)}",
+            "task.synthetic=false",
+            "+callbacks.fault._target_=faults.FillDiskAtEpochEnd",
+        ]
+        proc = run_cli(args, tmp_path)
+        assert proc.returncode != 0
+        assert "No space left on device" in proc.stderr
+        (run_dir,) = (mount / "smoke").glob("tiny-*")
+        state = RunDir(run_dir).state()
+        assert state.state == "failed" and "No space left" in state.detail
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_sigterm_handler_is_installed_for_the_configured_signals():
+    import signal
+
+    from spikelora.callbacks import Preemption
+
+    before = signal.getsignal(signal.SIGUSR1)
+    with Preemption(["SIGUSR1"]) as p:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert p.requested and p.signum == signal.SIGUSR1
+    assert signal.getsignal(signal.SIGUSR1) == before
