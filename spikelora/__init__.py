@@ -1,38 +1,82 @@
 """SpikeLoRA: LoRA whose low-rank activations are gated by a leaky integrate-and-fire neuron.
 
-``import spikelora`` registers the ``SPIKELORA`` PEFT type, after which plain
+``import spikelora`` makes the ``SPIKELORA`` PEFT type known, after which plain
 ``peft.get_peft_model(model, SpikeLoraConfig(...))`` and ``PeftModel.from_pretrained`` work.
+
+The import itself is light: the public names load on first use, and the PEFT registration runs
+as soon as ``peft`` is imported (at once if it already is). So the command-line tools answer
+``--help`` without loading torch, and an adapter user pays nothing extra.
 """
 
-from .adapter import (
-    PEFT_TYPE,
-    SpikeLoraConfig,
-    SpikeLoraLinear,
-    SpikeLoraModel,
-    SpikeLoraVariant,
-    register,
-)
-from .neuron import ATanSpike, LIFGate
-from .telemetry import SparsityReport, reset_sparsity, sparsity, sparsity_report
-from .tokens import token_mask
+from __future__ import annotations
 
-register()
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PEFT_TYPE",
-    "ATanSpike",
-    "LIFGate",
-    "SparsityReport",
-    "SpikeLoraConfig",
-    "SpikeLoraLinear",
-    "SpikeLoraModel",
-    "SpikeLoraVariant",
-    "__version__",
-    "register",
-    "reset_sparsity",
-    "sparsity",
-    "sparsity_report",
-    "token_mask",
-]
+_API = {
+    "PEFT_TYPE": "adapter",
+    "SpikeLoraConfig": "adapter",
+    "SpikeLoraLinear": "adapter",
+    "SpikeLoraModel": "adapter",
+    "SpikeLoraVariant": "adapter",
+    "register": "adapter",
+    "ATanSpike": "neuron",
+    "LIFGate": "neuron",
+    "SparsityReport": "telemetry",
+    "reset_sparsity": "telemetry",
+    "sparsity": "telemetry",
+    "sparsity_report": "telemetry",
+    "token_mask": "tokens",
+}
+
+__all__ = ["__version__", *sorted(_API)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'spikelora' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
+
+
+def _register() -> None:
+    adapter = sys.modules.get(f"{__name__}.adapter")
+    if adapter is not None and not hasattr(adapter, "register"):
+        return  # peft is being imported by spikelora.adapter itself, which registers when it is done
+    importlib.import_module(".adapter", __name__).register()
+
+
+class _RegisterAfterPeft(importlib.abc.MetaPathFinder):
+    """Runs :func:`spikelora.register` right after the ``peft`` package finishes importing."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "peft":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("peft")
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module: Any) -> None:
+            exec_module(module)
+            _register()
+
+        spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]
+        return spec
+
+
+if "peft" in sys.modules:
+    _register()
+elif not any(isinstance(f, _RegisterAfterPeft) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterPeft())

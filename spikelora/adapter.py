@@ -220,3 +220,6 @@ def register() -> None:
     mapping.PEFT_TYPE_TO_CONFIG_MAPPING[PEFT_TYPE] = SpikeLoraConfig
     mapping.PEFT_TYPE_TO_TUNER_MAPPING[PEFT_TYPE] = SpikeLoraModel
     mapping.PEFT_TYPE_TO_PREFIX_MAPPING[PEFT_TYPE] = SpikeLoraModel.prefix
+
+
+register()  # importing the method makes it known to PEFT (see spikelora/__init__.py)

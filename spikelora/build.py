@@ -33,6 +33,14 @@ def data_files(spec: TaskSpec, data_dir: Path) -> list[Path]:
     return [data_dir / n for n in names]
 
 
+def _cap(data: Any, max_train: int | None, max_eval: int | None, spec: TaskSpec) -> Any:
+    """The first rows only (``max_train_samples`` / ``max_eval_samples``), for quick looks."""
+    for split, cap in [("train", max_train)] + [(s, max_eval) for s in spec.eval_splits]:
+        if cap is not None and cap < len(data[split]):
+            data[split] = data[split].select(range(cap))
+    return data
+
+
 def build(cfg: DictConfig, plan: Plan) -> Built:
     from .apply import apply_adapter, count_parameters
     from .data import load_task_data, source_fingerprint, tokenize_task
@@ -59,6 +67,7 @@ def build(cfg: DictConfig, plan: Plan) -> Built:
     data, from_cache = tokenize_task(
         raw, tokenizer, spec, plan.max_length, cache_dir, source_fingerprint(spec, data_dir, split_seed)
     )
+    data = _cap(data, cfg.get("max_train_samples"), cfg.get("max_eval_samples"), spec)
     model = apply_adapter(model, cfg.adapter, cfg.model.target_modules, cfg.model.get("modules_to_save"))
     trainable, total = count_parameters(model)
     facts = {

@@ -6,6 +6,7 @@ import signal
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 
 class Preempted(BaseException):
@@ -68,6 +69,31 @@ class Preemption(TrainerCallback):
             control.should_evaluate = False
             control.should_save = False
         return control
+
+
+class TrainingProgress(ProgressCallback):
+    """HF's progress bar for training only (evaluations are short and print their metrics)."""
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        return None
+
+
+class BestAdapter(TrainerCallback):
+    """Keep the adapter of the best evaluation so far (``save_best=true``) beside the last one."""
+
+    def __init__(self, main_key: str, directory: Any, kept: list[dict]) -> None:
+        self.main_key = main_key
+        self.directory = directory
+        values = [r[main_key] for r in kept if r.get("type") == "eval" and r.get(main_key) is not None]
+        self.best = max(values) if values else None  # restored on resume, with the directory
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        value = (metrics or {}).get(self.main_key)
+        if value is None or (self.best is not None and value <= self.best):
+            return
+        self.best = value
+        if state.is_world_process_zero and model is not None:
+            model.save_pretrained(str(self.directory))
 
 
 def instantiate_callbacks(callbacks_cfg: Any) -> list[TrainerCallback]:

@@ -34,11 +34,13 @@ NOT_IDENTITY: tuple[str, ...] = (
     "cache_dir",
     "keep_checkpoints",
     "save_adapter",
+    "save_best",
     "preempt_signals",
     "callbacks",
     "energy",
     "trainer.disable_tqdm",
     "trainer.dataloader_num_workers",
+    "trainer.dataloader_pin_memory",
     "trainer.save_strategy",
     "trainer.save_steps",
     "trainer.save_total_limit",
@@ -162,6 +164,10 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
     seed = _number("seed", cfg.seed, integer=True)
     if not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed}.")
+    for key in ("max_train_samples", "max_eval_samples", "early_stopping_patience"):
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"{key} must be a positive integer or null, got {value!r}.")
     max_length = cfg.max_length
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 8:
         raise ConfigError(f"max_length must be an integer > 8, got {max_length!r}.")
@@ -253,6 +259,12 @@ def _check_data(cfg: DictConfig, spec) -> None:
     check_data_dir(spec, Path(str(data_dir)).expanduser())
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def training_arguments(cfg: DictConfig, plan: Plan, output_dir: Path | None = None):
     """``TrainingArguments`` from ``trainer.*``: the only place they are built."""
     from transformers import TrainingArguments
@@ -265,6 +277,13 @@ def training_arguments(cfg: DictConfig, plan: Plan, output_dir: Path | None = No
         logging_dir=None,
         label_names=["labels"],
     )
+    if cfg.get("early_stopping_patience"):
+        from .tasks import get_task
+        from .trainer import main_metric_key
+
+        kwargs.setdefault("metric_for_best_model", main_metric_key(get_task(plan.task)))
+        kwargs.setdefault("greater_is_better", True)
+    kwargs.setdefault("dataloader_pin_memory", _has_accelerator())
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
         return TrainingArguments(**kwargs)

@@ -8,7 +8,8 @@ One directory per run identity (see :mod:`spikelora.plan`)::
         history.jsonl         its step / train_log / eval records, one JSON object a line
         module_sparsity.json  {split: {module: sparsity}} of its last evaluation (SpikeLoRA)
         module_ops.json       per-module operation counts of its last evaluation (when recorded)
-        adapter/              the trained adapter (LoRA, SpikeLoRA)
+        adapter/              the trained adapter (LoRA, SpikeLoRA), with its model card
+        adapter_best/         the best evaluation's adapter (save_best=true)
         checkpoints/          kept only with keep_checkpoints=true
         attempt/              the attempt in progress, or the last one that did not complete:
             metrics.json      status running | failed | interrupted, with its provenance
@@ -49,12 +50,15 @@ HISTORY = "history.jsonl"
 MODULE_SPARSITY = "module_sparsity.json"
 MODULE_OPS = "module_ops.json"
 ADAPTER = "adapter"
+ADAPTER_BEST = "adapter_best"
 CHECKPOINTS = "checkpoints"
 ATTEMPT = "attempt"
 HEARTBEAT = "heartbeat"
 LOCK = ".lock"
+RESERVE = ".reserve"  # ballast freed on a full disk so that the failure can still be recorded
+RESERVE_BYTES = 256 * 1024
 # Promoted from attempt/ to the run directory when an attempt completes; metrics.json goes last.
-RECORD_FILES = (CONFIG, HISTORY, MODULE_SPARSITY, MODULE_OPS, ADAPTER)
+RECORD_FILES = (CONFIG, HISTORY, MODULE_SPARSITY, MODULE_OPS, ADAPTER, ADAPTER_BEST)
 
 
 class RecordError(ValueError):
@@ -313,6 +317,7 @@ class Attempt:
         self.history_path = self.dir / HISTORY
         self.checkpoint_dir = self.dir / CHECKPOINTS
         self.adapter_dir = self.dir / ADAPTER
+        self.best_adapter_dir = self.dir / ADAPTER_BEST
         self.writer = run.writer
         self.info: dict[str, Any] = {}
 
@@ -336,6 +341,7 @@ class Attempt:
             write_atomic(self.dir / CONFIG, config_yaml)
             write_atomic(self.history_path, "".join(json.dumps(_clean(r)) + "\n" for r in kept))
             write_json(self.metrics_path, {"status": STATUS_RUNNING, **self.info})
+            (self.dir / RESERVE).write_bytes(b"\0" * RESERVE_BYTES)
             self.heartbeat()
         return kept
 
@@ -399,8 +405,10 @@ class Attempt:
         except OSError as err:
             if err.errno != errno.ENOSPC:
                 raise
-            # Disk full: free what a half-written checkpoint holds, then try once more. If that fails
-            # too the record stays `running` with a free lock, which status reports as `stale`.
+            # Disk full: free the ballast written at the start and what a half-written checkpoint holds,
+            # then try once more. If that fails too the record stays `running` with a free lock, which
+            # status reports as `stale` (and a re-run resumes).
+            (self.dir / RESERVE).unlink(missing_ok=True)
             for path in self.checkpoint_dir.glob("*checkpoint-*"):
                 if not (path / "trainer_state.json").exists():
                     shutil.rmtree(path, ignore_errors=True)

@@ -125,9 +125,11 @@ class SpikeLoraTrainer(Trainer):
                 logs["train_sparsity_pooled"] = report.pooled
         super().log(logs, start_time)
         self.recorder.heartbeat()
-        if not is_eval:
-            kind = "train_log" if "loss" in logs else "train_summary"
-            self.recorder.append_history([{"type": kind, "step": self.state.global_step, **self.state.log_history[-1]}])
+        if not is_eval and "loss" in logs:
+            # HF's end-of-training summary is not kept: after a resume its train_loss and runtime cover
+            # only this process (the record's `train` block is computed from the whole history instead).
+            entry = {"type": "train_log", "step": self.state.global_step, **self.state.log_history[-1]}
+            self.recorder.append_history([entry])
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
@@ -239,10 +241,39 @@ def make_trainer(cfg: Any, plan: Any, built: Any, recorder: Any, kept: list[dict
         task=built.spec,
         recorder=recorder,
         spike=plan.adapter == "spike",
-        callbacks=[*callbacks, *instantiate_callbacks(cfg.get("callbacks"))],
+        callbacks=[
+            *callbacks,
+            *_optional_callbacks(cfg, plan, recorder, kept),
+            *instantiate_callbacks(cfg.get("callbacks")),
+        ],
     )
+    _quiet_progress(trainer)
     trainer.restore_records(kept)
     return trainer
+
+
+def _optional_callbacks(cfg: Any, plan: Any, recorder: Any, kept: list[dict]) -> list:
+    from transformers import EarlyStoppingCallback
+
+    from .callbacks import BestAdapter
+    from .tasks import get_task
+
+    found = []
+    if cfg.get("save_best") and plan.adapter != "full":
+        found.append(BestAdapter(main_metric_key(get_task(plan.task)), recorder.best_adapter_dir, kept))
+    if cfg.get("early_stopping_patience"):
+        found.append(EarlyStoppingCallback(early_stopping_patience=int(cfg.early_stopping_patience)))
+    return found
+
+
+def _quiet_progress(trainer: Trainer) -> None:
+    """One progress bar (training), not a second one nested inside it at every evaluation."""
+    from transformers.trainer_callback import ProgressCallback
+
+    from .callbacks import TrainingProgress
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(TrainingProgress())
 
 
 def train_or_resume(trainer: SpikeLoraTrainer, checkpoint: Any, preemption: Any = None) -> Any:

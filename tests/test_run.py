@@ -247,7 +247,7 @@ def test_a_run_that_dies_is_recorded_as_failed_never_complete(tmp_path):
     fault = ["+callbacks.fault._target_=faults.FailAtStep", "+callbacks.fault.step=3", "trainer.max_steps=5"]
     proc = run_cli(["+experiment=smoke", *fault], tmp_path)
     assert proc.returncode != 0
-    (run_dir,) = (tmp_path / "results" / "smoke").iterdir()
+    (run_dir,) = (tmp_path / "results" / "smoke").glob("tiny-*")
     assert RunDir(run_dir).state() == ("failed", "RuntimeError: injected fault at step 3")
     assert not (run_dir / "metrics.json").exists()  # only complete records live there
     # The same run without the fault (callbacks are not part of a run's identity) is retried.

@@ -121,7 +121,7 @@ def test_a_failing_run_does_not_stop_the_sweep_and_status_reports_it(tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]  # the sweep finishes, then says a job failed
     assert "run failed, sweep continues" in proc.stderr
     assert "== multirun: 4 job(s) ==" in proc.stdout and proc.stdout.count("complete ") == 3
-    runs = {p.name: RunDir(p).state() for p in (tmp_path / "results" / "smoke_sweep").iterdir() if p.is_dir()}
+    runs = {p.name: RunDir(p).state() for p in (tmp_path / "results" / "smoke_sweep").glob("tiny-*")}
     (failed,) = [name for name, st in runs.items() if st.state == "failed"]
     assert failed.startswith("tiny-cola-spike-r8-vth0.1-lr0.01-p0-s1-")
     assert sorted(st.state for st in runs.values()) == ["complete", "complete", "complete", "failed"]
