@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 from peft import LoraConfig, get_peft_model
@@ -63,7 +64,10 @@ def apply_adapter(model: nn.Module, adapter: Any, target_modules: Any, modules_t
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # PEFT reads `model.is_gradient_checkpointing`, which transformers 5 deprecates: not ours to fix.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

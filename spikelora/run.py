@@ -53,6 +53,7 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
 
     from .build import build
     from .callbacks import Preempted, Preemption
+    from .export import write_card
     from .outcome import assemble, print_summary
     from .provenance import git_state, machine, versions
     from .record import utc_now
@@ -88,6 +89,9 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
             if cfg.save_adapter and plan.adapter != "full" and attempt.writer:
                 built.model.save_pretrained(str(attempt.adapter_dir))
             metrics = assemble(attempt, plan, built, trainer, train_output, t0, checkpoint)
+            for adapter_dir in (attempt.adapter_dir, attempt.best_adapter_dir):
+                if adapter_dir.is_dir():
+                    write_card(adapter_dir, metrics)
             attempt.finish(metrics, trainer.record_files(), keep_checkpoints=bool(cfg.keep_checkpoints))
         except Preempted:
             finish_wandb(wandb_run, ok=False)

@@ -121,8 +121,9 @@ class SpikeLoraTrainer(Trainer):
             if self.spike and "loss" in logs:
                 report = sparsity_report(self.model, phase="train")
                 reset_sparsity(self.model, phase="train")
-                logs["train_sparsity"] = report.mean
-                logs["train_sparsity_pooled"] = report.pooled
+                # Plain names: HF prefixes training logs itself (W&B shows train/sparsity).
+                logs["sparsity"] = report.mean
+                logs["sparsity_pooled"] = report.pooled
         super().log(logs, start_time)
         self.recorder.heartbeat()
         if not is_eval and "loss" in logs:

@@ -181,7 +181,7 @@ def test_history_agrees_with_independent_recomputation(smoke_run):
         assert by_step[log["step"]]["grad_norm"] == pytest.approx(log["grad_norm"], rel=1e-5)
         window = [by_step[s]["loss"] for s in range(previous + 1, log["step"] + 1)]
         assert sum(window) / len(window) == pytest.approx(log["loss"], rel=1e-4)
-        assert 0 <= log["train_sparsity"] <= 1
+        assert 0 <= log["sparsity"] <= 1
         previous = log["step"]
     # Generalisation gaps from the records themselves.
     previous_eval = 0
