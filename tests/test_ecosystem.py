@@ -261,3 +261,17 @@ def test_wandb_offline_run_has_stable_id_tags_group_config_and_a_resumed_run_reu
     keys = set().union(*(r.get("keys", set()) for r in runs))
     assert "eval/mcc" in keys and "eval_mcc" not in keys and not any("train/train_" in k for k in keys)
     assert sum(r["tables"] for r in runs) >= 1  # per-module sparsity at an evaluation
+
+
+@pytest.mark.slow
+def test_optuna_search_maximises_the_metric_that_main_returns(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    args = ["-m", "+experiment=smoke", "+search=optuna_vth", "hydra.sweeper.n_trials=2", "trainer.max_steps=6"]
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = (tmp_path / "results" / "smoke" / ".hydra").glob("multirun-*/optimization_results.yaml")
+    best = yaml.safe_load(result.read_text())
+    finals = [RunDir(p).load()["final"]["eval_mcc"] for p in (tmp_path / "results" / "smoke").glob("tiny-*")]
+    assert len(finals) == 2 and best["best_value"] == pytest.approx(max(finals))
