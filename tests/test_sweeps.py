@@ -48,7 +48,7 @@ def test_every_sweep_composes_with_the_expected_number_of_jobs():
         assert len({p.run_dir for p in plans}) == n, f"{name}: two jobs share a run directory"
     seeds = {p.seed for p in sweep_plans("rank")}
     assert seeds == {0, 1, 2, 3, 4}
-    assert {p.lr for p in sweep_plans("rank")} == {5e-4}
+    assert {p.lr for p in sweep_plans("rank")} == {3e-4}
     assert {(p.task, p.adapter) for p in sweep_plans("glue")} >= {("mnli", "spike"), ("qqp", "lora")}
     # Command-line overrides narrow a grid.
     assert len(sweep_jobs("rank", ["r=8", "seed=0"])) == 2
