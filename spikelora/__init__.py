@@ -13,7 +13,8 @@ from .adapter import (
     register,
 )
 from .neuron import ATanSpike, LIFGate
-from .telemetry import SparsityReport, reset_sparsity, sparsity, sparsity_report
+from .ops import ops_report, reset_ops, track_ops, untrack_ops
+from .telemetry import SparsityReport, reference_sparsity, reset_sparsity, sparsity, sparsity_report
 from .tokens import token_mask
 
 register()
@@ -30,9 +31,14 @@ __all__ = [
     "SpikeLoraModel",
     "SpikeLoraVariant",
     "__version__",
+    "ops_report",
+    "reference_sparsity",
     "register",
+    "reset_ops",
     "reset_sparsity",
     "sparsity",
     "sparsity_report",
     "token_mask",
+    "track_ops",
+    "untrack_ops",
 ]
