@@ -268,3 +268,41 @@ def test_energy_yaml_matches_the_defaults():
     for k in ("mac_pj", "ac_pj", "gate_op_pj"):
         assert conf[k] == HOROWITZ_45NM[k]
     assert "Horowitz" in conf["source"] and "ISSCC 2014" in conf["source"]
+
+
+def _bench_inference():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("bench_inference", ROOT / "scripts" / "bench_inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zero_skip_b_equals_the_dense_product():
+    bench = _bench_inference()
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 7, 8, generator=g)
+    gated = h * (h > 1.0)  # most units silent, some rows with none fired
+    weight = torch.randn(20, 8, generator=g)
+    start = torch.randn(3, 7, 20, generator=g)
+    expected = start + 0.5 * (gated @ weight.t())
+    out = bench.zero_skip_b(gated, weight, start.clone(), 0.5)
+    torch.testing.assert_close(out, expected)
+    assert (gated == 0).float().mean() > 0.7
+    all_silent = bench.zero_skip_b(torch.zeros_like(gated), weight, start.clone(), 0.5)
+    torch.testing.assert_close(all_silent, start, rtol=0, atol=0)
+
+
+def test_zero_skip_variant_model_equals_the_dense_path(tiny_deberta, batch):
+    bench = _bench_inference()
+    model = get_peft_model(tiny_deberta(), spike_config()).eval()
+    randomise_b(model)
+    with torch.no_grad():
+        dense = model(**batch).logits
+        bench.set_variant(model, bench.ZeroSkipVariant())
+        skip = model(**batch).logits
+    torch.testing.assert_close(skip, dense)
+    assert not torch.equal(dense, get_peft_model(tiny_deberta(), spike_config()).eval()(**batch).logits)
