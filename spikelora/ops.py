@@ -46,7 +46,7 @@ from torch import nn
 
 from .adapter import _batch_token_mask
 from .neuron import LIFGate, _in_backward, _phases
-from .telemetry import _clean
+from .telemetry import OPS_COUNTERS, _clean, reset_sparsity
 from .tokens import _CURRENT, TokenMask, current_token_mask
 
 CONVENTIONS = ("neurobench", "spike_ac")
@@ -61,7 +61,7 @@ HOROWITZ_45NM: dict[str, Any] = {
     "source": "M. Horowitz, Computing's energy problem (and what we can do about it), ISSCC 2014, 45 nm",
 }
 
-_ATTR = "_spikelora_ops"  # {(phase, state, adapters): [token_rows, other_rows]} on the layer
+_ATTR = OPS_COUNTERS  # {(phase, state, adapters): [token_rows, other_rows]} on the layer
 _HOOKS = "_spikelora_ops_hooks"
 FIGURES = ("base_macs", "adapter_macs", "adapter_macs_dense", "adapter_acs", "gate_ops")
 
@@ -335,7 +335,7 @@ def _module_ops(
             if t_total // ranks[a] != spike_rows[a]:
                 warnings.warn(
                     f"{type(layer).__name__}: gate '{a}' counted {t_total // ranks[a]} token rows, the ops counter "
-                    f"{spike_rows[a]}; the sparsity and ops counters were reset apart (use reset_ops for both).",
+                    f"{spike_rows[a]}; were the gates' counters reset on their own (LIFGate.reset_counts)?",
                     stacklevel=3,
                 )
     if not tok_rows and not oth_rows:
@@ -404,17 +404,11 @@ def _block(per_module: dict[str, dict], e: dict[str, Any], convention: str, phas
 
 
 def reset_ops(model: nn.Module, phase: str | None = None) -> None:
-    """Zero the ops counters of ``model`` and its gates' counters (shared with the sparsity figures) for ``phase``."""
-    phases = _phases(phase)
-    for module in model.modules():
-        if isinstance(module, LIFGate):
-            module.reset_counts(phase)
-        counters = getattr(module, _ATTR, None)
-        if counters:
-            for key, pair in counters.items():
-                if key[0] in phases:
-                    for t in pair:
-                        t.zero_()
+    """Zero the ops row counters and the gates' counters (shared with the sparsity figures) for ``phase``.
+
+    The same as :func:`spikelora.telemetry.reset_sparsity`, which zeroes both too.
+    """
+    reset_sparsity(model, phase)
 
 
 __all__ = [

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .neuron import LIFGate
+from .neuron import LIFGate, _phases
+
+OPS_COUNTERS = "_spikelora_ops"  # where spikelora.ops.track_ops keeps a layer's row counters
 
 
 @dataclass
@@ -99,10 +101,19 @@ def sparsity(model: nn.Module, adapter_name: str | None = None, phase: str | Non
 
 
 def reset_sparsity(model: nn.Module, phase: str | None = None) -> None:
-    """Zero the counters of every gate in ``model`` (all adapters), of one phase or both."""
+    """Zero the counters of every gate in ``model`` (all adapters), of one phase or both.
+
+    The row counters of :func:`spikelora.ops.track_ops` are zeroed with them: the effective
+    operation counts are read from the gates' counters, so both must cover the same calls.
+    """
+    phases = _phases(phase)
     for module in model.modules():
         if isinstance(module, LIFGate):
             module.reset_counts(phase)
+        for key, counters in (getattr(module, OPS_COUNTERS, None) or {}).items():
+            if key[0] in phases:
+                for t in counters:
+                    t.zero_()
 
 
 def reference_sparsity(model: nn.Module, adapter_name: str | None = None) -> float:

@@ -186,6 +186,8 @@ def test_train_and_eval_are_counted_apart():
     reset_ops(model, phase="eval")
     assert ops_report(model, phase="train")[0]["tokens"] == TOKENS
     assert ops_report(model, phase="eval")[1] == {}
+    spikelora.reset_sparsity(model, phase="train")  # zeroes the ops counters too: they go together
+    assert ops_report(model, phase=None)[1] == {}
 
 
 def test_deberta_counts_real_tokens_and_keeps_the_positional_pass_apart(tiny_deberta, batch):

@@ -197,7 +197,7 @@ def efficiency_figure(
             ax.step(xs, ys, where="post", color="0.4", ls="--", lw=1, label="Pareto front")
         ax.set(xlabel="adapter MACs / token", ylabel=t["metric"].iloc[0], title=task)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title="SpikeLoRA points labelled by V_θ", title_fontsize=7)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
