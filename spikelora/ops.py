@@ -36,6 +36,7 @@ LoRA and full fine-tuning need it before the forward passes to be counted.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -111,9 +112,7 @@ def _targeted(name: str, targets: Iterable[str] | str | None) -> bool:
     if targets is None:
         return True
     if isinstance(targets, str):
-        import re
-
-        return re.fullmatch(targets, name) is not None
+        return targets == "all-linear" or re.fullmatch(targets, name) is not None
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
