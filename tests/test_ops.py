@@ -308,3 +308,17 @@ def test_zero_skip_variant_model_equals_the_dense_path(tiny_deberta, batch):
         skip = model(**batch).logits
     torch.testing.assert_close(skip, dense)
     assert not torch.equal(dense, get_peft_model(tiny_deberta(), spike_config()).eval()(**batch).logits)
+
+
+def test_activation_checkpointing_counts_each_batch_once(tiny_deberta, batch):
+    cfg = LoraConfig(r=4, lora_alpha=2.0, target_modules=DEBERTA_TARGETS, task_type="SEQ_CLS")
+    model = track_ops(get_peft_model(tiny_deberta(), cfg))
+    base = model.base_model.model
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    model(**batch, labels=torch.tensor([0, 1, 0])).loss.backward()
+    block, mods = ops_report(model, phase="train")
+    assert block["tokens"] == 21 and all(m["tokens"] == 21 for m in mods.values())
