@@ -12,12 +12,14 @@ Methods:
 ``unmerged``     PEFT LoRA as trained: ``W x + B A x``
 ``spike-dense``  SpikeLoRA as implemented: ``W x + B (h ⊙ S)`` with a dense ``r × d_out`` product
 ``spike-skip``   SpikeLoRA whose B product gathers the fired units and multiplies only those
-                 (``nonzero`` → per-fired-unit row of ``Bᵀ`` → ``index_add_`` into the output)
+                 (``nonzero`` → per-fired-unit row of ``Bᵀ`` → ``index_add_`` into the output;
+                 :func:`spikelora.set_zero_skip`)
 
 Per sparsity level the methods run in rotated order within each round (one forward each), so
 machine noise hits all alike; per-token times are medians and ratios are taken side by side in
-the same run. A second table times the B product alone (dense vs zero-skip, ``N × r → d_out``
-for both DeBERTa output widths) to show where, if anywhere, skipping zeros pays at the op level.
+the same run. A second table times the B product alone (``N × r → d_out`` for both DeBERTa
+output widths): as SpikeLoRA runs it (out of place, as PEFT does), fused into the output
+(``addmm_``), and zero-skipping, to show where, if anywhere, skipping zeros pays at the op level.
 Peak memory per forward is measured with the storage tracker of ``bench_adapter.py`` (CPU) or
 the CUDA allocator.
 
@@ -43,6 +45,8 @@ from bench_adapter import TARGETS, PeakMemory
 
 import spikelora
 from spikelora import SpikeLoraConfig, SpikeLoraVariant
+from spikelora.adapter import ZeroSkipSpikeLoraVariant as ZeroSkipVariant
+from spikelora.adapter import zero_skip_b
 from spikelora.models import deberta_v3_config
 
 PAIRS = [
@@ -54,29 +58,6 @@ PAIRS = [
     ("spike-skip", "spike-dense"),
 ]
 PAIR_LABELS = ["base/mrg", "unm/mrg", "dense/mrg", "skip/mrg", "dense/unm", "skip/dense"]
-
-
-def zero_skip_b(gated: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, scaling: float) -> torch.Tensor:
-    """``out += scaling · gated @ weightᵀ``, multiplying only the nonzero entries of ``gated`` (``(..., r)``).
-
-    ``weight`` is B's ``(d_out, r)`` matrix; ``out`` is ``(..., d_out)`` and is updated in place.
-    """
-    r = gated.shape[-1]
-    flat = gated.reshape(-1, r)
-    rows, units = flat.nonzero(as_tuple=True)  # the gather needs the count: one host sync per call
-    contrib = flat[rows, units].unsqueeze(1) * weight.t()[units]  # (fired, d_out): fired · d_out MACs
-    out.view(-1, out.shape[-1]).index_add_(0, rows, contrib, alpha=scaling)
-    return out
-
-
-class ZeroSkipVariant(SpikeLoraVariant):
-    """SpikeLoRA's forward with :func:`zero_skip_b` for B (inference only)."""
-
-    @staticmethod
-    def forward(module, active_adapter, x, result, **kwargs):
-        h = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x))
-        gated = module.lora_spike[active_adapter](h)
-        return zero_skip_b(gated, module.lora_B[active_adapter].weight, result, module.scaling[active_adapter])
 
 
 def build(args, seed: int = 0) -> DebertaV2ForSequenceClassification:
@@ -169,43 +150,56 @@ def peak_bytes(fn, device) -> int:
 
 
 def op_level(args, device, levels) -> None:
-    """Dense vs zero-skip B product alone, per sparsity level, for both output widths."""
+    """The B product alone, per sparsity level and output width: as SpikeLoRA runs it, fused, zero-skip."""
     n = args.batch * args.seq
     g = torch.Generator().manual_seed(0)
     print(
-        f"\nB product alone: N={n} tokens x r={args.rank} -> d_out, out += B(h⊙S); µs per call (median of {args.op_reps})"
+        f"\nB product alone: N={n} tokens x r={args.rank} -> d_out; µs per call (median of {args.op_reps}, rotated)\n"
+        "  as-is: result + linear(h⊙S, B) * s (SpikeLoraVariant)   fused: result.addmm_(h⊙S, Bᵀ, alpha=s)   "
+        "skip: zero_skip_b"
     )
-    print(f"{'d_out':>6} {'sparsity':>9} {'dense µs':>9} {'skip µs':>9} {'skip/dense':>11}")
+    print(
+        f"{'d_out':>6} {'sparsity':>9} {'as-is µs':>9} {'fused µs':>9} {'skip µs':>9} {'fused/as-is':>12} "
+        f"{'skip/as-is':>11}"
+    )
     wins = []
     for d_out in (args.hidden, 4 * args.hidden):
         weight = torch.randn(d_out, args.rank, generator=g).to(device)
         h = torch.randn(n, args.rank, generator=g).to(device)
-        out = torch.zeros(n, d_out, device=device)
+        result = torch.zeros(n, d_out, device=device)
         for level in levels:
             thr = torch.quantile(h.flatten().cpu(), level).item()
             gated = h * (h > thr)
-            dense_t, skip_t = [], []
 
-            def dense(gated=gated, weight=weight, out=out):
-                out.add_(gated @ weight.t())
+            def as_is(gated=gated, weight=weight, result=result):
+                return result + torch.nn.functional.linear(gated, weight) * 1.0
 
-            def skip(gated=gated, weight=weight, out=out):
-                zero_skip_b(gated, weight, out, 1.0)
+            def fused(gated=gated, weight=weight, result=result):
+                return result.addmm_(gated, weight.t(), alpha=1.0)
 
+            def skip(gated=gated, weight=weight, result=result):
+                return zero_skip_b(gated, weight, result, 1.0)
+
+            fns = {"as-is": as_is, "fused": fused, "skip": skip}
+            times = {k: [] for k in fns}
             for _ in range(3):
-                dense(), skip()
+                for f in fns.values():
+                    f()
+            names = list(fns)
             for i in range(args.op_reps):
-                pair = (dense, skip) if i % 2 == 0 else (skip, dense)
-                for f in pair:
-                    (dense_t if f is dense else skip_t).append(timed(f, device))
-            d, s = statistics.median(dense_t) * 1e6, statistics.median(skip_t) * 1e6
-            if s < d:
+                for k in names[i % 3 :] + names[: i % 3]:
+                    times[k].append(timed(fns[k], device))
+            a, f_, s = (statistics.median(times[k]) * 1e6 for k in names)
+            if s < a:
                 wins.append((d_out, level))
-            print(f"{d_out:>6} {float((gated == 0).float().mean()):>9.3f} {d:>9.1f} {s:>9.1f} {s / d:>11.3f}")
+            print(
+                f"{d_out:>6} {float((gated == 0).float().mean()):>9.3f} {a:>9.1f} {f_:>9.1f} {s:>9.1f} "
+                f"{f_ / a:>12.3f} {s / a:>11.3f}"
+            )
     if wins:
-        print("zero-skip B beats dense B at the op level for (d_out, sparsity): " + ", ".join(map(str, wins)))
+        print("zero-skip B beats B as SpikeLoRA runs it, op level, at (d_out, sparsity): " + ", ".join(map(str, wins)))
     else:
-        print("zero-skip B never beats dense B at the op level here")
+        print("zero-skip B never beats B as SpikeLoRA runs it at the op level here")
 
 
 def main() -> None:

@@ -10,7 +10,9 @@ from .adapter import (
     SpikeLoraLinear,
     SpikeLoraModel,
     SpikeLoraVariant,
+    ZeroSkipSpikeLoraVariant,
     register,
+    set_zero_skip,
 )
 from .neuron import ATanSpike, LIFGate
 from .ops import ops_report, reset_ops, track_ops, untrack_ops
@@ -30,12 +32,14 @@ __all__ = [
     "SpikeLoraLinear",
     "SpikeLoraModel",
     "SpikeLoraVariant",
+    "ZeroSkipSpikeLoraVariant",
     "__version__",
     "ops_report",
     "reference_sparsity",
     "register",
     "reset_ops",
     "reset_sparsity",
+    "set_zero_skip",
     "sparsity",
     "sparsity_report",
     "token_mask",

@@ -291,7 +291,7 @@ def test_zero_skip_b_equals_the_dense_product():
     weight = torch.randn(20, 8, generator=g)
     start = torch.randn(3, 7, 20, generator=g)
     expected = start + 0.5 * (gated @ weight.t())
-    out = bench.zero_skip_b(gated, weight, start.clone(), 0.5)
+    out = bench.zero_skip_b(gated, weight, start.clone(), 0.5)  # the library's, as the script uses it
     torch.testing.assert_close(out, expected)
     assert (gated == 0).float().mean() > 0.7
     all_silent = bench.zero_skip_b(torch.zeros_like(gated), weight, start.clone(), 0.5)
@@ -322,3 +322,19 @@ def test_activation_checkpointing_counts_each_batch_once(tiny_deberta, batch):
     model(**batch, labels=torch.tensor([0, 1, 0])).loss.backward()
     block, mods = ops_report(model, phase="train")
     assert block["tokens"] == 21 and all(m["tokens"] == 21 for m in mods.values())
+
+
+def test_set_zero_skip_equals_dense_and_keeps_training_dense(tiny_deberta, batch):
+    model = get_peft_model(tiny_deberta(), spike_config()).eval()
+    randomise_b(model)
+    with torch.no_grad():
+        dense = model(**batch).logits
+    assert spikelora.set_zero_skip(model) == 12
+    with torch.no_grad():
+        skip = model(**batch).logits
+    torch.testing.assert_close(skip, dense)
+    out = model(**batch).logits  # gradients enabled: the dense path, differentiable
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), dense)
+    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_A" in n)
+    assert spikelora.set_zero_skip(model, enabled=False) == 12
