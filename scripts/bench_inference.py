@@ -23,8 +23,9 @@ output widths): as SpikeLoRA runs it (out of place, as PEFT does), fused into th
 Peak memory per forward is measured with the storage tracker of ``bench_adapter.py`` (CPU) or
 the CUDA allocator.
 
-    python scripts/bench_inference.py --quick      # 2 layers, 4 x 64 tokens: ~1-2 min on 2 cores
-    python scripts/bench_inference.py              # 12 layers, 8 x 128 tokens
+    # from the repository root; PYTHONPATH=. makes this checkout's spikelora the one imported
+    PYTHONPATH=. python scripts/bench_inference.py --quick      # 2 layers, 4 x 64 tokens: ~2 min on 2 cores
+    PYTHONPATH=. python scripts/bench_inference.py              # 12 layers, 8 x 128 tokens
 """
 
 from __future__ import annotations
