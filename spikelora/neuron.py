@@ -36,7 +36,8 @@ Two ways to run the neuron:
     shape that does not match the batch's token mask) fall back to one step from rest.
 
 The gate keeps no tensor between calls. It only accumulates, on the device and without host
-synchronisation, how many gate units fired over real tokens (and, apart, over other calls); see
+synchronisation, how many gate units fired over real tokens (and, apart, over other calls), and
+keeps the fired / total units of its most recent call (the authors' per-call figure); see
 :mod:`spikelora.telemetry` for reading them.
 """
 
@@ -176,6 +177,10 @@ class LIFGate(nn.Module):
         for phase in PHASES:
             for name in COUNTERS:
                 self.register_buffer(f"{phase}_{name}", torch.zeros((), dtype=torch.int64), persistent=False)
+        # Fired / all units of the most recent call (padding and non-token calls included), the
+        # authors' per-call figure; overwritten every call, in either phase.
+        self.register_buffer("last_fired", torch.zeros((), dtype=torch.int64), persistent=False)
+        self.register_buffer("last_total", torch.zeros((), dtype=torch.int64), persistent=False)
         self.count_sparsity = True
 
     # ------------------------------------------------------------------ forward
@@ -217,6 +222,8 @@ class LIFGate(nn.Module):
 
     @torch.no_grad()
     def _count(self, fired: torch.Tensor, tokens: TokenMask | None, over_tokens: bool) -> None:
+        self.last_fired.copy_(fired.sum())
+        self.last_total.fill_(fired.numel())
         phase = "train_" if self.training else "eval_"
         if over_tokens:
             getattr(self, phase + "token_fired").add_((fired & tokens.mask3).sum())
@@ -230,6 +237,10 @@ class LIFGate(nn.Module):
         """``(token_fired, token_total, other_fired, other_total)`` for ``"train"``, ``"eval"`` or both (None)."""
         phases = _phases(phase)
         return sum(torch.stack([getattr(self, f"{p}_{n}") for n in COUNTERS]) for p in phases)
+
+    def last_counts(self) -> torch.Tensor:
+        """``(fired, total)`` gate units of the most recent call, every position counted (on the device)."""
+        return torch.stack([self.last_fired, self.last_total])
 
     def reset_counts(self, phase: str | None = None) -> None:
         for p in _phases(phase):

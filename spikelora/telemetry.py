@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .neuron import LIFGate
+from .neuron import LIFGate, _phases
+
+OPS_COUNTERS = "_spikelora_ops"  # where spikelora.ops.track_ops keeps a layer's row counters
 
 
 @dataclass
@@ -99,7 +101,34 @@ def sparsity(model: nn.Module, adapter_name: str | None = None, phase: str | Non
 
 
 def reset_sparsity(model: nn.Module, phase: str | None = None) -> None:
-    """Zero the counters of every gate in ``model`` (all adapters), of one phase or both."""
+    """Zero the counters of every gate in ``model`` (all adapters), of one phase or both.
+
+    The row counters of :func:`spikelora.ops.track_ops` are zeroed with them: the effective
+    operation counts are read from the gates' counters, so both must cover the same calls.
+    """
+    phases = _phases(phase)
     for module in model.modules():
         if isinstance(module, LIFGate):
             module.reset_counts(phase)
+        for key, counters in (getattr(module, OPS_COUNTERS, None) or {}).items():
+            if key[0] in phases:
+                for t in counters:
+                    t.zero_()
+
+
+def reference_sparsity(model: nn.Module, adapter_name: str | None = None) -> float:
+    """The authors' sparsity figure: unweighted mean over modules of the zero share of each gate's last call.
+
+    As ``spikeloralib`` computes it: each module's figure is ``(S == 0).mean()`` over the whole
+    spike tensor of its most recent forward call — padding included, and for DeBERTa's
+    ``query_proj``/``key_proj`` the second call over the relative-position table — and the
+    modules are averaged without weights. Read after evaluation it describes the last eval batch
+    only. Per rank under DDP (the authors' code does no reduction). ``nan`` when no gate has run.
+    One host transfer.
+    """
+    gates = [g for _, g in _gates(model, adapter_name)]
+    if not gates:
+        return float("nan")
+    last = torch.stack([g.last_counts() for g in gates]).cpu().tolist()
+    shares = [1.0 - fired / total for fired, total in last if total]
+    return sum(shares) / len(shares) if shares else float("nan")

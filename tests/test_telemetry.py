@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from contextlib import contextmanager
 
@@ -202,3 +203,51 @@ def test_sparsity_counts_are_summed_over_ddp_ranks():
     assert proc.returncode == 0, proc.stderr[-3000:]
     # rank 0 ran 2 x 6 tokens, rank 1 ran 2 x 7; r = 4: every module counted (12 + 14) x 4 gate units.
     assert "TOKENS [104]" in proc.stdout
+
+
+def authors_last_call_sparsity(model, batches, tau=2.0, v_threshold=0.1):
+    """spikeloralib's bookkeeping re-implemented: every call overwrites ``(S == 0).float().mean()``, padding included."""
+    last = {}
+    handles = []
+    for name, layer in spike_layers(model).items():
+
+        def hook(_mod, _inp, h, name=name):
+            spikes = (h / tau >= v_threshold).float()
+            last[name] = (spikes == 0).float().mean().item()
+
+        handles.append(layer.lora_A["default"].register_forward_hook(hook))
+    with torch.no_grad():
+        for b in batches:
+            model(**b)
+    for h in handles:
+        h.remove()
+    return last
+
+
+def test_reference_sparsity_is_the_authors_last_call_module_mean(tiny_deberta, batch):
+    model = get_peft_model(tiny_deberta(), spike_config()).eval()
+    randomise_b(model)
+    batches = two_batches(batch)  # the last batch has padding
+    last = authors_last_call_sparsity(model, batches)
+    expected = sum(last.values()) / len(last)
+    spikelora.reset_sparsity(model)  # the last-call figure does not depend on the counters
+    with torch.no_grad():
+        for b in batches:
+            model(**b)
+    assert spikelora.reference_sparsity(model) == pytest.approx(expected, abs=1e-6)
+    # It is not the token-weighted figure: padding and the positional q/k pass enter it.
+    report = spikelora.sparsity_report(model)
+    assert spikelora.reference_sparsity(model) != pytest.approx(report.mean, abs=1e-6)
+    # q/k's last call is the pass over the 1 x 16 position table.
+    gate = spike_layers(model)["base_model.model.deberta.encoder.layer.0.attention.self.query_proj"].lora_spike[
+        "default"
+    ]
+    assert gate.last_counts().tolist()[1] == 16 * 4
+
+
+def test_reference_sparsity_makes_no_host_sync_in_forward(tiny_deberta, batch):
+    model = get_peft_model(tiny_deberta(), spike_config()).eval()
+    with forbid_host_sync(), torch.no_grad():
+        model(**batch)
+    assert 0.0 <= spikelora.reference_sparsity(model) <= 1.0
+    assert math.isnan(spikelora.reference_sparsity(get_peft_model(tiny_deberta(), spike_config())))  # never ran
