@@ -45,6 +45,7 @@ def build(cfg: DictConfig, plan: Plan) -> Built:
     from .apply import apply_adapter, count_parameters
     from .data import load_task_data, source_fingerprint, tokenize_task
     from .models import build_model_and_tokenizer
+    from .ops import track_ops
     from .provenance import files_sha256, model_fingerprint
     from .synthetic import write_synthetic
 
@@ -69,6 +70,10 @@ def build(cfg: DictConfig, plan: Plan) -> Built:
     )
     data = _cap(data, cfg.get("max_train_samples"), cfg.get("max_eval_samples"), spec)
     model = apply_adapter(model, cfg.adapter, cfg.model.target_modules, cfg.model.get("modules_to_save"))
+    # Operation counts over real tokens (spikelora.ops); full fine-tuning counts the same linears.
+    targets = cfg.model.target_modules
+    full_targets = targets if isinstance(targets, str) else list(targets)
+    track_ops(model, target_modules=full_targets if plan.adapter == "full" else None)
     trainable, total = count_parameters(model)
     facts = {
         "train_samples": len(data["train"]),

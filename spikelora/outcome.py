@@ -27,7 +27,7 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float, checkpoint)
 
     main_key = main_metric_key(built.spec)
     last_step = trainer.state.global_step
-    strip = ("type", "split", "module_sparsity")
+    strip = ("type", "split", "module_sparsity", "ops", "module_ops")
     final: dict[str, Any] = {}
     by_eval: dict[tuple, dict] = {}
     for record in trainer.eval_records:
@@ -64,6 +64,8 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float, checkpoint)
             "global_step": last_step,
             "steps_recorded": len(losses),
         },
+        "eval_sparsity_reference": final.get(f"{prefix}_sparsity_reference"),
+        "ops": trainer.ops.get(prefix),  # per real token, the final evaluation (see spikelora.ops)
         "non_token_sparsity": trainer.non_token_sparsity or None,
         "timing": timing,
     }

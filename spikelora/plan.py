@@ -38,6 +38,7 @@ NOT_IDENTITY: tuple[str, ...] = (
     "preempt_signals",
     "callbacks",
     "energy",
+    "ops_convention",
     "model.hub_id",
     "trainer.disable_tqdm",
     "trainer.dataloader_num_workers",

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from .ops import ops_report, reset_ops
 from .tasks import TaskSpec, compute_metrics
-from .telemetry import reset_sparsity, sparsity_report
+from .telemetry import reference_sparsity, reset_sparsity, sparsity_report
 
 if not hasattr(Trainer, "_get_grad_norm"):  # pragma: no cover - guards a transformers upgrade
     raise ImportError(
@@ -47,6 +48,8 @@ class SpikeLoraTrainer(Trainer):
         task: TaskSpec,
         recorder: Any,
         spike: bool,
+        energy: dict[str, Any] | None = None,
+        ops_convention: str = "neurobench",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, compute_metrics=self._task_metrics, **kwargs)
@@ -59,6 +62,10 @@ class SpikeLoraTrainer(Trainer):
         self._eval_depth = 0
         self.eval_records: list[dict[str, Any]] = []
         self.module_sparsity: dict[str, dict[str, float]] = {}
+        self.ops: dict[str, dict[str, Any]] = {}  # per split: the last evaluation's operation counts
+        self.module_ops: dict[str, dict[str, Any]] = {}
+        self.energy: dict[str, Any] | None = energy
+        self.ops_convention = ops_convention
         self.non_token_sparsity: dict[str, dict[str, float]] = {}
 
     def restore_records(self, kept: list[dict[str, Any]]) -> None:
@@ -67,6 +74,8 @@ class SpikeLoraTrainer(Trainer):
         for r in self.eval_records:
             if "module_sparsity" in r:
                 self.module_sparsity[r["split"]] = r["module_sparsity"]
+            if "ops" in r:
+                self.ops[r["split"]], self.module_ops[r["split"]] = r["ops"], r["module_ops"]
         last_eval = max((r["step"] for r in self.eval_records), default=0)
         self._window_losses = [r["loss"] for r in kept if r.get("type") == "step" and r["step"] > last_eval]
 
@@ -146,8 +155,7 @@ class SpikeLoraTrainer(Trainer):
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
         self._flush_steps()
-        if self.spike:
-            reset_sparsity(self.model, phase="eval")
+        reset_ops(self.model, phase="eval")  # the gates' sparsity counters and the operation counters
         output = super().evaluation_loop(
             dataloader,
             description,
@@ -158,11 +166,16 @@ class SpikeLoraTrainer(Trainer):
         p, m = metric_key_prefix, output.metrics
         if self.spike:
             report = sparsity_report(self.model, phase="eval")
-            reset_sparsity(self.model, phase="eval")
             m[f"{p}_sparsity"] = report.mean
             m[f"{p}_sparsity_pooled"] = report.pooled
+            # The authors' figure (last call of each gate, padding included): comparable with the paper's.
+            m[f"{p}_sparsity_reference"] = reference_sparsity(self.model)
             self.module_sparsity[p] = report.modules
             self.non_token_sparsity[p] = report.non_token
+        self.ops[p], self.module_ops[p] = ops_report(
+            self.model, energy=self.energy, convention=self.ops_convention, phase="eval"
+        )
+        reset_ops(self.model, phase="eval")
         eval_loss = m.get(f"{p}_loss")
         ref = self._last_logged_train_loss()
         window = self._window_losses
@@ -180,6 +193,7 @@ class SpikeLoraTrainer(Trainer):
         }
         if self.spike:
             record["module_sparsity"] = self.module_sparsity[p]
+        record["ops"], record["module_ops"] = self.ops[p], self.module_ops[p]
         self.eval_records.append(record)
         self.recorder.append_history([record])
         if self.spike and "wandb" in self.args.report_to:
@@ -200,9 +214,9 @@ class SpikeLoraTrainer(Trainer):
 
     def record_files(self) -> dict[str, Any]:
         """The per-module files of the record (see :mod:`spikelora.record`)."""
-        from .record import MODULE_SPARSITY
+        from .record import MODULE_OPS, MODULE_SPARSITY
 
-        return {MODULE_SPARSITY: dict(self.module_sparsity) or None}
+        return {MODULE_SPARSITY: dict(self.module_sparsity) or None, MODULE_OPS: dict(self.module_ops) or None}
 
     def finish_recording(self) -> None:
         """Write whatever step records are still pending (call after ``train``)."""
@@ -226,6 +240,7 @@ def main_metric_key(task: TaskSpec) -> str:
 
 def make_trainer(cfg: Any, plan: Any, built: Any, recorder: Any, kept: list[dict], callbacks: list) -> SpikeLoraTrainer:
     """The trainer of a run, with the history already recorded (on resume) restored."""
+    from omegaconf import OmegaConf
     from transformers import DataCollatorWithPadding
 
     from .callbacks import instantiate_callbacks
@@ -242,6 +257,8 @@ def make_trainer(cfg: Any, plan: Any, built: Any, recorder: Any, kept: list[dict
         task=built.spec,
         recorder=recorder,
         spike=plan.adapter == "spike",
+        energy=OmegaConf.to_container(cfg.energy, resolve=True) if cfg.get("energy") else None,
+        ops_convention=str(cfg.get("ops_convention", "neurobench")),
         callbacks=[
             *callbacks,
             *_optional_callbacks(cfg, plan, recorder, kept),
