@@ -133,6 +133,7 @@ def run_cli(args: list[str], tmp_path: Path, env: dict | None = None) -> subproc
         (["+trainer.not_an_argument=1"], "trainer.\\* keys must be TrainingArguments fields"),
     ],
 )
+@pytest.mark.slow
 def test_bad_overrides_fail_fast_with_a_clear_message(args, message, tmp_path):
     proc = run_cli(["+experiment=smoke", *args], tmp_path)
     assert proc.returncode != 0
@@ -150,6 +151,7 @@ def smoke_run(tmp_path_factory):
     return tmp, run_dir, proc
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_a_complete_record(smoke_run):
     _, run_dir, proc = smoke_run
     assert "complete" in proc.stdout
@@ -168,6 +170,7 @@ def test_smoke_run_writes_a_complete_record(smoke_run):
     assert len(sparsity) == 12 and all(0 <= v <= 1 for v in sparsity.values())
 
 
+@pytest.mark.slow
 def test_history_agrees_with_independent_recomputation(smoke_run):
     _, run_dir, _ = smoke_run
     history = read_history(run_dir / "history.jsonl")
@@ -198,6 +201,7 @@ def test_history_agrees_with_independent_recomputation(smoke_run):
     assert steps[-1]["loss"] < steps[0]["loss"]
 
 
+@pytest.mark.slow
 def test_final_sparsity_equals_a_direct_count_with_the_saved_adapter(smoke_run):
     tmp, run_dir, _ = smoke_run
     cfg = compose_cfg(["+experiment=smoke"])
@@ -237,6 +241,7 @@ def test_final_sparsity_equals_a_direct_count_with_the_saved_adapter(smoke_run):
     assert final["eval_sparsity"] == pytest.approx(sum(expected.values()) / len(expected), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_second_identical_run_is_skipped(smoke_run):
     tmp, run_dir, _ = smoke_run
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
@@ -245,6 +250,7 @@ def test_second_identical_run_is_skipped(smoke_run):
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_a_run_that_dies_is_recorded_as_failed_never_complete(tmp_path):
     fault = ["+callbacks.fault._target_=faults.FailAtStep", "+callbacks.fault.step=3", "trainer.max_steps=5"]
     proc = run_cli(["+experiment=smoke", *fault], tmp_path)
@@ -258,6 +264,7 @@ def test_a_run_that_dies_is_recorded_as_failed_never_complete(tmp_path):
     assert RunDir(run_dir).state().state == "complete"
 
 
+@pytest.mark.slow
 def test_bad_data_names_file_and_line_and_is_recorded_as_failed(tmp_path):
     # The generated data is fine; a label outside CoLA's set in dev.tsv fails the run before training.
     data = tmp_path / "data"
@@ -272,6 +279,7 @@ def test_bad_data_names_file_and_line_and_is_recorded_as_failed(tmp_path):
     assert state.state == "failed" and "label '7'" in state.detail
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_files_exist(tmp_path):
     proc = run_cli(
         ["+experiment=smoke", "logger=wandb", "logger.mode=offline", "trainer.max_steps=3", "adapter=lora"],
@@ -286,6 +294,7 @@ def test_wandb_offline_run_files_exist(tmp_path):
     assert read_json(run_dir / "metrics.json")["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_and_lora_run(tmp_path):
     for adapter in ("full", "lora"):
         proc = run_cli(["+experiment=smoke", f"adapter={adapter}", "trainer.max_steps=4"], tmp_path)
@@ -337,6 +346,7 @@ def test_real_pretrained_model_from_a_local_path(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["mnli", "stsb", "subj"])
+@pytest.mark.slow
 def test_multi_split_regression_and_subj_runs(task, tmp_path):
     """MNLI evaluates matched and mismatched; STS-B is a regression; Subj splits its raw files."""
     from test_data import glue_files

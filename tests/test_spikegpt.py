@@ -193,6 +193,7 @@ def test_lora_targets_and_b_zero_equals_base():
     assert all("lora_" in n or "head" in n for n in trainable) and any("head" in n for n in trainable)
 
 
+@pytest.mark.slow
 def test_subj_smoke_run_reduces_the_loss(tmp_path):
     cmd = [
         sys.executable,

@@ -88,6 +88,7 @@ def test_every_launcher_config_composes():
 
 
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+@pytest.mark.slow
 def test_real_multirun_and_relaunch_trains_nothing_new(launcher, tmp_path):
     if launcher == "basic":  # through the launch script users run
         args = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.disable_tqdm=true"]
@@ -111,6 +112,7 @@ def test_real_multirun_and_relaunch_trains_nothing_new(launcher, tmp_path):
     assert proc.stdout.count("skipped (complete)") == 4
 
 
+@pytest.mark.slow
 def test_a_failing_run_does_not_stop_the_sweep_and_status_reports_it(tmp_path):
     fault = [
         "+callbacks.fault._target_=faults.FailAtStep",
@@ -165,6 +167,7 @@ def test_status_tells_stale_from_running_by_the_lock(tmp_path):
     assert counts()["corrupt"] == 1
 
 
+@pytest.mark.slow
 def test_two_launches_of_the_same_run_never_write_at_once(tmp_path):
     cmd = [
         sys.executable,
