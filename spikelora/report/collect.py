@@ -8,10 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 # Per-run values the tables use, from metrics.json "final" (last evaluation). Scores are in
 # percent, as in the paper; losses, gaps raw; sparsity in percent.
-PERCENT = ("mcc", "accuracy", "f1", "pearson", "spearman", "acc_m", "acc_mm", "sparsity")
+PERCENT = ("main", "mcc", "accuracy", "f1", "pearson", "spearman", "acc_m", "acc_mm", "sparsity", "sparsity_reference")
+
+# The paper's models: DeBERTaV3-base on GLUE, SpikeGPT-216M on Subj (model_id as :func:`identity` spells it).
+PAPER_MODELS = {"glue": "deberta-v3-base", "subj": "spikegpt-216m"}
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "mnli", "qnli", "rte", "qqp")
 
 
 @dataclass
@@ -37,10 +42,79 @@ def _final_values(m: dict, gap: str) -> dict:
     values["eval_loss"] = final.get(f"{prefix}_loss")
     values["gen_gap"] = final.get(f"{prefix}_gen_gap_{gap}")
     values["sparsity"] = final.get(f"{prefix}_sparsity")
+    # The authors' sparsity definition (last eval batch, padding counted), when the run recorded it.
+    values["sparsity_reference"] = final.get(f"{prefix}_sparsity_reference")
+    train = m.get("train") or {}
+    values["runtime_s"] = m.get("runtime_s")
+    values["train_runtime_s"] = train.get("train_runtime_s")
+    values["global_step"] = train.get("global_step")
+    # The task's main score (the paper's column: MCC, accuracy, STS-B Pearson, MNLI matched), in percent.
+    main = final.get(m.get("main_metric") or "")
+    values["main"] = None if main is None else float(main)
     for k in PERCENT:
         if values.get(k) is not None:
             values[k] = 100.0 * values[k]
     return values
+
+
+def _config(run_dir: Path) -> dict:
+    path = run_dir / "config.yaml"
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _model_id(model: dict, fallback: str | None) -> str:
+    kind = model.get("kind")
+    if kind == "hf" and model.get("name_or_path"):
+        return Path(str(model["name_or_path"]).rstrip("/")).name.lower()
+    if kind == "spikegpt":
+        ckpt = model.get("checkpoint")
+        if ckpt is None:
+            return f"spikegpt-random(l{model.get('n_layer')},d{model.get('n_embd')})"
+        name = Path(str(ckpt).rstrip("/")).name.lower().removesuffix(".pth")
+        return "spikegpt-216m" if "216m" in name else name
+    if kind == "tiny":
+        return f"tiny-deberta(h{model.get('hidden_size')},l{model.get('num_hidden_layers')})"
+    return str(fallback)
+
+
+def identity(m: dict, run_dir: str | Path | None = None) -> dict:
+    """What a run was trained on, beyond its hyperparameters: model, data and training length.
+
+    ``model_id`` names the weights (``deberta-v3-base`` for the hub id or any local copy of it;
+    tiny and random models by their shape); ``data_id`` the data (``hub``, ``files`` or
+    ``synthetic``, the train/eval sizes, the split seed); ``max_steps`` a step cap (-1: none).
+    Values the record carries itself (``model_id``, ``data_id``) win over those derived from the
+    run's ``config.yaml``. ``paper_model`` says whether the run used the paper's model and real data.
+    """
+    cfg = _config(Path(run_dir)) if run_dir is not None else {}
+    model, task = cfg.get("model") or {}, cfg.get("task") or {}
+    model_id = m.get("model_id") or _model_id(model, m.get("model"))
+    if m.get("data_id"):
+        data_id = str(m["data_id"])
+    else:
+        source = "synthetic" if task.get("synthetic") else ("hub" if task.get("data_dir") is None else "files")
+        if not task:
+            source = "unknown"
+        evals = m.get("eval_samples")
+        n_eval = sum(evals.values()) if isinstance(evals, dict) else evals
+        data_id = f"{source} n={m.get('train_samples')}/{n_eval}"
+        if "split_seed" in task:
+            data_id += f" split={task['split_seed']}"
+    max_steps = (cfg.get("trainer") or {}).get("max_steps", -1)
+    t = m.get("task")
+    paper = PAPER_MODELS.get("glue" if t in GLUE_TASKS else t)
+    return {
+        "model_id": model_id,
+        "data_id": data_id,
+        "max_steps": -1 if max_steps is None else max_steps,
+        "epochs": m.get("epochs"),
+        "batch_size": m.get("batch_size"),
+        "paper_model": bool(paper == model_id and not data_id.startswith(("synthetic", "unknown"))),
+        "record": m,
+    }
 
 
 def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
@@ -73,6 +147,7 @@ def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
             "seed": m.get("seed"),
         }
         row.update(_final_values(m, gap))
+        row.update(identity(m, path.parent))
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
