@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -44,9 +45,9 @@ def _final_values(m: dict, gap: str) -> dict:
     values["sparsity"] = final.get(f"{prefix}_sparsity")
     # The authors' sparsity definition (last eval batch, padding counted), when the run recorded it.
     values["sparsity_reference"] = final.get(f"{prefix}_sparsity_reference")
-    train = m.get("train") or {}
-    values["runtime_s"] = m.get("runtime_s")
-    values["train_runtime_s"] = train.get("train_runtime_s")
+    train, timing = m.get("train") or {}, m.get("timing") or {}
+    values["runtime_s"] = m.get("runtime_s", timing.get("runtime_s"))
+    values["train_runtime_s"] = train.get("train_runtime_s", timing.get("train_runtime_s"))
     values["global_step"] = train.get("global_step")
     # The task's main score (the paper's column: MCC, accuracy, STS-B Pearson, MNLI matched), in percent.
     main = final.get(m.get("main_metric") or "")
@@ -80,20 +81,32 @@ def _model_id(model: dict, fallback: str | None) -> str:
     return str(fallback)
 
 
+def _short_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def identity(m: dict, run_dir: str | Path | None = None) -> dict:
     """What a run was trained on, beyond its hyperparameters: model, data and training length.
 
     ``model_id`` names the weights (``deberta-v3-base`` for the hub id or any local copy of it;
-    tiny and random models by their shape); ``data_id`` the data (``hub``, ``files`` or
-    ``synthetic``, the train/eval sizes, the split seed); ``max_steps`` a step cap (-1: none).
-    Values the record carries itself (``model_id``, ``data_id``) win over those derived from the
-    run's ``config.yaml``. ``paper_model`` says whether the run used the paper's model and real data.
+    tiny and random models by their shape; ``@hash`` of the weight files or hub commit when the
+    record's ``provenance`` has them); ``data_id`` the data (``hub``, ``files`` or ``synthetic``,
+    the train/eval sizes, the split seed, ``sha=`` of the record's data provenance);
+    ``max_steps`` a step cap (-1: none). A ``model_id``/``data_id`` the record carries itself wins.
+    ``paper_model`` says whether the run used the paper's model and real data.
     """
     cfg = _config(Path(run_dir)) if run_dir is not None else {}
     model, task = cfg.get("model") or {}, cfg.get("task") or {}
-    model_id = m.get("model_id") or _model_id(model, m.get("model"))
-    if m.get("data_id"):
-        data_id = str(m["data_id"])
+    prov = m.get("provenance") or {}
+    pmodel = prov.get("model") if isinstance(prov.get("model"), dict) else {}
+    if not model and pmodel:
+        model = {"kind": pmodel.get("kind"), "name_or_path": pmodel.get("source"), "checkpoint": pmodel.get("source")}
+    model_id = m.get("model_id") if isinstance(m.get("model_id"), str) else _model_id(model, m.get("model"))
+    weights = pmodel.get("files_sha256") or pmodel.get("hub_commit")
+    if weights and not isinstance(m.get("model_id"), str):
+        model_id += f"@{_short_hash(weights)}"
+    if isinstance(m.get("data_id"), str):
+        data_id = m["data_id"]
     else:
         source = "synthetic" if task.get("synthetic") else ("hub" if task.get("data_dir") is None else "files")
         if not task:
@@ -103,6 +116,8 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
         data_id = f"{source} n={m.get('train_samples')}/{n_eval}"
         if "split_seed" in task:
             data_id += f" split={task['split_seed']}"
+        if prov.get("data"):
+            data_id += f" sha={_short_hash(prov['data'])}"
     max_steps = (cfg.get("trainer") or {}).get("max_steps", -1)
     t = m.get("task")
     paper = PAPER_MODELS.get("glue" if t in GLUE_TASKS else t)
@@ -112,7 +127,7 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
         "max_steps": -1 if max_steps is None else max_steps,
         "epochs": m.get("epochs"),
         "batch_size": m.get("batch_size"),
-        "paper_model": bool(paper == model_id and not data_id.startswith(("synthetic", "unknown"))),
+        "paper_model": bool(paper == model_id.split("@")[0] and not data_id.startswith(("synthetic", "unknown"))),
         "record": m,
     }
 
