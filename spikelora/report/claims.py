@@ -190,7 +190,7 @@ def _fill(c: Claim, est: Estimate, verdict_note: tuple[str, str], p_value: float
     c.p_value = _f(est.p_value) if p_value is None else _f(p_value)
     c.p_wilcoxon = _f(est.p_rank)
     c.verdict, note = verdict_note
-    c.note = f"{note}. {c.note}".strip() if c.note else note
+    c.note = f"{note}." + (f" {c.note}" if c.note else "")
     return c
 
 
@@ -663,11 +663,12 @@ def c7_spikegpt(df: pd.DataFrame) -> list[Claim]:
 def c8_small_tasks(df: pd.DataFrame) -> list[Claim]:
     t3 = paper.TABLE3
     col = {"cola": "cola", "mrpc": "mrpc_acc", "rte": "rte"}
+    NAMES = {"cola": "CoLA (MCC)", "mrpc": "MRPC (accuracy)", "rte": "RTE (accuracy)"}
     out = []
     for task in ("cola", "mrpc", "rte"):
         base = dict(
             id="C8",
-            claim=f"SpikeLoRA does better than LoRA on the small tasks: {task.upper()}",
+            claim=f"SpikeLoRA does better than LoRA on the small tasks: {NAMES[task]}",
             source="§4.1.4, Table 3",
             paper=f"{t3['spike'][col[task]]:.2f} (SpikeLoRA) vs {t3['lora'][col[task]]:.2f} (LoRA)",
             paper_effect=round(t3["spike"][col[task]] - t3["lora"][col[task]], 2),

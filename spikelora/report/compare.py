@@ -135,6 +135,13 @@ def format_compare(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def multirun_summary(records: Iterable[dict] | pd.DataFrame, by: Iterable[str]) -> str:
+    """What a runner prints at the end of a multirun: ``compare_table`` over the swept keys ``by``
+    with each task's main score (``main``, percent), the gen gap and the sparsity (percent)."""
+    table = compare_table(records, [k for k in by if k != "seed"], ["main", "gen_gap", "sparsity"])
+    return format_compare(table)
+
+
 def write_compare(table: pd.DataFrame, out: str | Path, title: str = "Run comparison") -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

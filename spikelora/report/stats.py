@@ -8,6 +8,7 @@ differences); otherwise it is Welch's t and Mann-Whitney U. SciPy does the arith
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,9 @@ def one_sample(values, mu0: float = 0.0, test: str = "paired t + Wilcoxon signed
         ci = res.confidence_interval(1 - ALPHA)
         lo, hi, p = float(ci.low), float(ci.high), float(res.pvalue)
     try:
-        p_rank = float(stats.wilcoxon(d).pvalue)
+        with warnings.catch_warnings():  # ties/zeros: SciPy warns and may return nan
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p_rank = float(stats.wilcoxon(d).pvalue)
     except ValueError:  # all differences zero
         p_rank = NAN
     return Estimate(effect, lo, hi, n, p, p_rank, sd, test)
