@@ -5,6 +5,11 @@ their experiment names (``rank``, ``lr``, ``glue``, ``spikegpt``, ``vth``, ``dro
 ``sparsity``, ``gradnorm``: the ``conf/experiment`` files set them). Writes each table as
 ``.md``, ``.tex`` (booktabs) and ``.csv``, each figure as ``.png`` and ``.pdf``, a paper-vs-ours
 table beside each table, and ``report.md`` with everything in one page.
+
+Tables and figures never mix models or data (:func:`like_for_like`): each study shows the paper's
+model on real data when present, else its largest model/data group, and notes what it left out;
+the paper-vs-ours columns take only the paper's model (DeBERTaV3-base on GLUE, SpikeGPT-216M on
+Subj) on real data. ``claims`` (:mod:`.claims`) and ``compare`` (:mod:`.compare`) are subcommands.
 """
 
 from __future__ import annotations
