@@ -420,3 +420,33 @@ def test_heatmap_labels_contrast():
     cmap = plt.get_cmap("viridis")
     assert label_color(cmap(1.0)) == "black"  # yellow
     assert label_color(cmap(0.0)) == "white"  # dark purple
+
+
+def test_paper_columns_take_the_paper_model_and_the_authors_sparsity():
+    from spikelora.report import like_for_like
+
+    rows = [
+        {
+            "experiment": "vth",
+            "task": "cola",
+            "adapter": "spike",
+            "vth": 0.1,
+            "seed": s,
+            "model_id": model,
+            "data_id": data,
+            "paper_model": model == "deberta-v3-base" and data.startswith("hub"),
+            "sparsity": 50.0 + s,
+            "sparsity_reference": 40.0 + s if model == "deberta-v3-base" else None,
+        }
+        for s in (0, 1)
+        for model, data in (("deberta-v3-base", "hub n=8551/1043"), ("tiny-deberta(h64,l2)", "synthetic n=480/120"))
+    ]
+    df = pd.DataFrame(rows)
+    kept, on_paper, notes, vs = like_for_like(df, "vth", ("cola",), "glue")
+    assert set(kept["model_id"]) == {"deberta-v3-base"} and len(on_paper) == 2
+    assert list(on_paper["sparsity"]) == [40.0, 41.0]  # the authors' definition, as the paper's numbers
+    assert any("Left out of this table" in n and "2 runs" in n for n in notes)
+    assert any("Left out of Ours: 2 runs" in n for n in vs) and any("authors' definition" in n for n in vs)
+    # Without the paper's model the table shows the largest group, and Ours stays empty.
+    kept, on_paper, notes, vs = like_for_like(df[~df["paper_model"]], "vth", ("cola",), "glue")
+    assert set(kept["model_id"]) == {"tiny-deberta(h64,l2)"} and on_paper.empty

@@ -89,6 +89,18 @@ def like_for_like(df: pd.DataFrame, experiment: str, tasks: tuple[str, ...], pap
             f"Left out of this table (another model or data; tables never mix them): {len(left)} runs ({_counts(left)})."
         )
     vs = [f"Ours: only runs of {PAPER_MODEL_TEXT[paper_of]} (the paper's setting)."]
+    if not on_paper.empty and "sparsity_reference" in on_paper:
+        # The paper's sparsity is the authors' definition: compare with it where the runs recorded it.
+        ref = pd.to_numeric(on_paper["sparsity_reference"], errors="coerce")
+        ours = pd.to_numeric(on_paper["sparsity"], errors="coerce")
+        if ours.notna().any() and ref[ours.notna()].notna().all():
+            on_paper = on_paper.assign(sparsity=ref)
+            vs.append("Sparsity in Ours: the authors' definition (eval_sparsity_reference), as in the paper.")
+        elif ours.notna().any():
+            vs.append(
+                "Sparsity in Ours: our definition (whole eval set, real tokens); the authors' (last eval batch, "
+                "padding counted) is not recorded for every run, so the two are not mixed."
+            )
     not_paper = runs.drop(on_paper.index)
     if not not_paper.empty:
         vs.append(f"Left out of Ours: {len(not_paper)} runs of another model or data ({_counts(not_paper)}).")
