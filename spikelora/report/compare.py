@@ -205,7 +205,7 @@ def sparsity_figure(records, by: Iterable[str], out: str | Path, name: str = "sp
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained", sharey=True)
     drawn = False
     for _, g in frame.groupby(keys, dropna=False, sort=True):
-        label = _group_label(g.iloc[0], [k for k in keys if k not in ("model_id", "data_id")])
+        label = _group_label(g.iloc[0], [k for k in keys if k not in IDENTITY[:2] or frame[k].nunique() > 1])
         for ax, idx in ((axes[0], 0), (axes[1], 1)):
             series = [sparsity_history(d)[idx] for d in g["run_dir"].dropna()]
             series = [s for s in series if s]
