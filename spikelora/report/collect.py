@@ -102,6 +102,8 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
     if not model and pmodel:
         model = {"kind": pmodel.get("kind"), "name_or_path": pmodel.get("source"), "checkpoint": pmodel.get("source")}
     model_id = m.get("model_id") if isinstance(m.get("model_id"), str) else _model_id(model, m.get("model"))
+    if "None" in model_id and pmodel.get("config_sha256"):  # no config.yaml: a config-built model by its hash
+        model_id = f"{pmodel.get('name', model.get('kind'))}#{pmodel['config_sha256'][:8]}"
     weights = pmodel.get("files_sha256") or pmodel.get("hub_commit")
     if weights and not isinstance(m.get("model_id"), str):
         model_id += f"@{_short_hash(weights)}"
@@ -109,8 +111,9 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
         data_id = m["data_id"]
     else:
         source = "synthetic" if task.get("synthetic") else ("hub" if task.get("data_dir") is None else "files")
-        if not task:
-            source = "unknown"
+        if not task:  # no config.yaml: what the record's data provenance says, if anything
+            pdata = prov.get("data") if isinstance(prov.get("data"), dict) else {}
+            source = "hub" if "hub" in pdata else ("files" if pdata else "unknown")
         evals = m.get("eval_samples")
         n_eval = sum(evals.values()) if isinstance(evals, dict) else evals
         data_id = f"{source} n={m.get('train_samples')}/{n_eval}"
