@@ -450,3 +450,32 @@ def test_paper_columns_take_the_paper_model_and_the_authors_sparsity():
     # Without the paper's model the table shows the largest group, and Ours stays empty.
     kept, on_paper, notes, vs = like_for_like(df[~df["paper_model"]], "vth", ("cola",), "glue")
     assert set(kept["model_id"]) == {"tiny-deberta(h64,l2)"} and on_paper.empty
+
+
+def test_identity_from_the_record_provenance():
+    from spikelora.report.collect import identity
+
+    hub = {"hub": ["nyu-mll/glue", "cola"], "split_seed": 0}
+    rec = {
+        "task": "cola",
+        "model": "deberta_v3_base",
+        "train_samples": 8551,
+        "eval_samples": {"validation": 1043},
+        "provenance": {
+            "model": {
+                "name": "deberta_v3_base",
+                "kind": "hf",
+                "source": "microsoft/deberta-v3-base",
+                "hub_commit": "c1",
+            },
+            "data": hub,
+        },
+    }
+    a = identity(rec)
+    assert a["model_id"].startswith("deberta-v3-base@") and a["data_id"].startswith("hub n=8551/1043 sha=")
+    assert a["paper_model"]
+    other = {**rec, "provenance": {**rec["provenance"], "model": {**rec["provenance"]["model"], "hub_commit": "c2"}}}
+    assert identity(other)["model_id"] != a["model_id"]  # other weights, another group
+    files = {**rec, "provenance": {**rec["provenance"], "data": {"files_sha256": {"train.tsv": "x"}}}}
+    assert identity(files)["data_id"] != a["data_id"]
+    assert identity({**rec, "model_id": "mine", "data_id": "d"})["model_id"] == "mine"
