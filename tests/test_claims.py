@@ -479,3 +479,38 @@ def test_identity_from_the_record_provenance():
     files = {**rec, "provenance": {**rec["provenance"], "data": {"files_sha256": {"train.tsv": "x"}}}}
     assert identity(files)["data_id"] != a["data_id"]
     assert identity({**rec, "model_id": "mine", "data_id": "d"})["model_id"] == "mine"
+
+
+def test_methods_without_shared_seeds_are_compared_unpaired():
+    from spikelora.report.claims import c7_spikegpt
+
+    acc = {("lora", 0): 90.1, ("lora", 1): 90.9, ("lora", 2): 90.4, ("spike", 3): 91.5, ("spike", 4): 90.8}
+    rows = [
+        {
+            "model_id": "spikegpt-216m",
+            "data_id": "files n=9000/1000 split=0",
+            "task": "subj",
+            "r": 16,
+            "lr": 1e-4,
+            "dropout": 0.0,
+            "epochs": 20,
+            "batch_size": 32,
+            "max_steps": -1,
+            "adapter": adapter,
+            "vth": 0.25 if adapter == "spike" else None,
+            "seed": seed,
+            "run_dir": f"runs/{adapter}{seed}",
+            "main": value,
+            "paper_model": True,
+        }
+        for (adapter, seed), value in acc.items()
+    ]
+    (c,) = c7_spikegpt(pd.DataFrame(rows))
+    lora, spike = [90.1, 90.9, 90.4], [91.5, 90.8]
+    ref = stats.ttest_ind(spike, lora, equal_var=False)
+    assert c.test.startswith("Welch") and c.paper_setting and len(c.runs) == 5
+    assert c.effect == pytest.approx(statistics.mean(spike) - statistics.mean(lora))
+    assert c.p_value == pytest.approx(ref.pvalue)
+    ci = ref.confidence_interval()
+    assert (c.ci_low, c.ci_high) == pytest.approx((ci.low, ci.high))
+    assert c.p_wilcoxon == pytest.approx(stats.mannwhitneyu(spike, lora).pvalue)

@@ -33,7 +33,7 @@ from scipy import stats
 
 from . import paper
 from .collect import GLUE_TASKS, collect
-from .stats import NAN, Estimate, directional, equivalence, one_sample, tost
+from .stats import NAN, Estimate, directional, equivalence, one_sample, tost, two_sample
 
 # Settings that must agree for a LoRA run and a SpikeLoRA run to be compared (besides the seed).
 PAIR_KEYS = ("model_id", "data_id", "task", "r", "lr", "dropout", "epochs", "batch_size", "max_steps")
@@ -223,6 +223,20 @@ def _paired_diff_claim(base: Claim, cs: list[Cell], column: str, sign: int, labe
     est = one_sample(d)
     if d:
         base.ours = f"{label}: SpikeLoRA {np.mean(b_vals):.4g} vs LoRA {np.mean(a_vals):.4g} ({len(d)} seed pairs)"
+    elif len(cs) == 1:  # one settings cell whose methods share no seed: unpaired (Welch t, Mann-Whitney U)
+        (c,) = cs
+        a_rows = [r for r in c.lora.values() if _f(r.get(column)) is not None]
+        b_rows = [r for r in c.spike.values() if _f(r.get(column)) is not None]
+        a_vals = [scale * _f(r.get(column)) for r in a_rows]
+        b_vals = [scale * _f(r.get(column)) for r in b_rows]
+        est = two_sample(b_vals, a_vals)
+        if a_vals and b_vals:
+            base.ours = (
+                f"{label}: SpikeLoRA {np.mean(b_vals):.4g} (n={len(b_vals)}) vs LoRA {np.mean(a_vals):.4g} "
+                f"(n={len(a_vals)}), no shared seeds"
+            )
+            base.test = "Welch t + Mann-Whitney U (the methods share no seed)"
+            runs = [r["run_dir"] for r in a_rows + b_rows]
     base.runs = sorted(set(runs))
     return _fill(base, est, directional(est, sign))
 
@@ -636,7 +650,7 @@ def _best_cell_claim(df: pd.DataFrame, base: dict, task: str, prefer: dict) -> l
     out = []
     for key, g in _groups(df[df["task"] == task] if not df.empty else df):
         cell = _best(cells(g), **prefer)
-        if cell is None or not cell.pairs("main"):
+        if cell is None:
             continue
         c = Claim(**base, group=_label(key), paper_setting=_is_paper(g))
         out.append(_paired_diff_claim(c, [cell], "main", +1, "score"))
