@@ -13,7 +13,8 @@ Statistics (see :mod:`.stats`): LoRA and SpikeLoRA runs are *paired* when they s
 setting but the adapter (model, data, task, r, lr, dropout, epochs, batch size, step cap) and the
 seed; effects are means of the per-seed differences with a 95 % t interval; the tests are the
 paired t test and the Wilcoxon signed-rank test (with ≤ 5 pairs the Wilcoxon test cannot reach
-p < 0.05 two-sided: its smallest p is 0.0625); "matches" claims use TOST with a stated margin.
+p < 0.05 two-sided: its smallest p is 0.0625); a settings cell whose methods share no seed is
+compared unpaired (Welch t, Mann-Whitney U); "matches" claims use TOST with a stated margin.
 A directional claim is *supported* when the 95 % CI excludes 0 on the claimed side,
 *contradicted* when it excludes 0 on the other side, *inconclusive* otherwise (with the n that
 would decide it), *no data* when no runs of the kind exist.
@@ -208,7 +209,7 @@ def _glue_groups(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
 
 
 def _no_data(base: Claim, why: str) -> list[Claim]:
-    base.verdict, base.note = "no data", why
+    base.verdict, base.note = "no data", f"{why}."
     return [base]
 
 
@@ -271,7 +272,7 @@ def c1_glue_matches(df: pd.DataFrame) -> list[Claim]:
                 spike_avg.setdefault(s, []).append(b)
         c = Claim(**base, group=_label(key, ("model_id", "data")), paper_setting=_is_paper(g))
         if not per_task:
-            c.verdict, c.note = "no data", "no GLUE task with paired LoRA/SpikeLoRA runs"
+            c.verdict, c.note = "no data", "no GLUE task with paired LoRA/SpikeLoRA runs."
             out.append(c)
             continue
         seeds = sorted(set.intersection(*(set(v) for v in per_task.values())))
@@ -329,7 +330,7 @@ def c2_glue_sparsity(df: pd.DataFrame) -> list[Claim]:
                 per_task[task] = (vals, [r["run_dir"] for r in rows], col)
         c = Claim(**base, group=_label(key, ("model_id", "data")), paper_setting=_is_paper(g))
         if not per_task:
-            c.verdict, c.note = "no data", f"no SpikeLoRA GLUE runs at V_θ = {PAPER_VTH:g}"
+            c.verdict, c.note = "no data", f"no SpikeLoRA GLUE runs at V_θ = {PAPER_VTH:g}."
             out.append(c)
             continue
         ests = {t: one_sample(v, mu0=floor, test=base["test"]) for t, (v, _, _) in per_task.items()}
