@@ -1,4 +1,8 @@
-"""Command line: ``python -m spikelora.report [RESULTS_DIR] --out reports/`` and ``... select-vth``."""
+"""Command line: ``python -m spikelora.report [RESULTS_DIR] --out reports/`` and its subcommands.
+
+Subcommands: ``claims`` (the claims ledger), ``compare`` (any runs, grouped), ``select-vth``
+(Eq. 6–7). Without a subcommand it writes the paper's tables and figures.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import build_report, select_vth
+SUBCOMMANDS = {
+    "claims": "the claims ledger: each empirical claim of the paper, ours, effect, 95 % CI, test, verdict",
+    "compare": "compare any runs: mean ± std over seeds per group (--by KEYS --metric KEY)",
+    "select-vth": "choose V_θ by the paper's Eq. 6–7 from a V_θ sweep",
+}
 
 
 def _report(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spikelora.report", description=build_report.__doc__)
+    epilog = "subcommands (python -m spikelora.report SUBCOMMAND --help):\n" + "\n".join(
+        f"  {name:<11} {text}" for name, text in SUBCOMMANDS.items()
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m spikelora.report",
+        usage="python -m spikelora.report [{claims,compare,select-vth}] [RESULTS_DIR] [options]",
+        description="Without a subcommand: write every table and figure that the runs in RESULTS_DIR allow into --out.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("results_dir", nargs="?", default="results")
     parser.add_argument("--out", default="reports", help="output directory (default: reports/)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds each cell should have (default 5)")
@@ -18,6 +35,8 @@ def _report(argv: list[str]) -> int:
         "--gap", choices=["ref", "epoch"], default="ref", help="generalisation gap definition (default: ref)"
     )
     args = parser.parse_args(argv)
+    from . import build_report
+
     report = build_report(args.results_dir, args.out, expected_seeds=args.seeds, gap=args.gap)
     print(
         f"{report.n_complete} complete runs -> {len(report.tables)} tables, {len(report.figures)} figure files "
@@ -29,6 +48,8 @@ def _report(argv: list[str]) -> int:
 
 
 def _select_vth(argv: list[str]) -> int:
+    from . import select_vth
+
     parser = argparse.ArgumentParser(prog="python -m spikelora.report select-vth", description=select_vth.__doc__)
     parser.add_argument("results_dir", nargs="?", default="results")
     parser.add_argument("--delta-a", type=float, default=1.0, help="MCC tolerance δ_A, in MCC percentage points")
@@ -48,13 +69,69 @@ def _select_vth(argv: list[str]) -> int:
     return 0
 
 
+def _claims(argv: list[str]) -> int:
+    from . import claims
+
+    parser = argparse.ArgumentParser(
+        prog="python -m spikelora.report claims",
+        description=claims.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("results_dir", nargs="?", default="results")
+    parser.add_argument("--out", default="reports", help="output directory (default: reports/)")
+    parser.add_argument("--gap", choices=["ref", "epoch"], default="ref", help="generalisation gap definition")
+    args = parser.parse_args(argv)
+    ledger = claims.write_claims(args.results_dir, args.out, gap=args.gap)
+    counts: dict[str, int] = {}
+    for c in ledger:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    print(f"{len(ledger)} claim rows ({summary}) -> {Path(args.out) / 'claims.md'}, {Path(args.out) / 'claims.json'}")
+    return 0
+
+
+def _split(values: list[str]) -> list[str]:
+    return [k.strip() for v in values for k in v.split(",") if k.strip()]
+
+
+def _compare(argv: list[str]) -> int:
+    from . import compare
+
+    parser = argparse.ArgumentParser(
+        prog="python -m spikelora.report compare",
+        description=compare.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("results_dir", nargs="?", default="results")
+    parser.add_argument("--by", action="append", default=[], help="record keys to group by (comma-separated)")
+    parser.add_argument(
+        "--metric", action="append", default=[], help="record keys to average (comma-separated; repeatable)"
+    )
+    parser.add_argument("--experiment", default=None, help="only runs of this experiment name")
+    parser.add_argument("--x", default=None, help="the key on the x axis of the metric figure (default: first swept)")
+    parser.add_argument("--out", default="reports/compare", help="output directory (default: reports/compare/)")
+    args = parser.parse_args(argv)
+    metrics = _split(args.metric) or ["main"]
+    try:
+        table, paths = compare.compare(
+            args.results_dir, _split(args.by), metrics, args.out, experiment=args.experiment, x=args.x
+        )
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    print(compare.format_compare(table), end="")
+    print(f"{len(table)} groups -> {', '.join(str(p) for p in paths if p.suffix != '.pdf')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..record import RecordError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"select-vth": _select_vth, "claims": _claims, "compare": _compare}
     try:
-        if argv and argv[0] == "select-vth":
-            return _select_vth(argv[1:])
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:])
         return _report(argv)
     except RecordError as err:
         print(f"error: {err}", file=sys.stderr)

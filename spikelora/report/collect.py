@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 # Per-run values the tables use, from metrics.json "final" (last evaluation). Scores are in
 # percent, as in the paper; losses, gaps raw; sparsity in percent.
-PERCENT = ("mcc", "accuracy", "f1", "pearson", "spearman", "acc_m", "acc_mm", "sparsity")
+PERCENT = ("main", "mcc", "accuracy", "f1", "pearson", "spearman", "acc_m", "acc_mm", "sparsity", "sparsity_reference")
+
+# The paper's models: DeBERTaV3-base on GLUE, SpikeGPT-216M on Subj (model_id as :func:`identity` spells it).
+PAPER_MODELS = {"glue": "deberta-v3-base", "subj": "spikegpt-216m"}
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "mnli", "qnli", "rte", "qqp")
 
 
 @dataclass
@@ -36,10 +43,97 @@ def _final_values(m: dict, gap: str) -> dict:
     values["eval_loss"] = final.get(f"{prefix}_loss")
     values["gen_gap"] = final.get(f"{prefix}_gen_gap_{gap}")
     values["sparsity"] = final.get(f"{prefix}_sparsity")
+    # The authors' sparsity definition (last eval batch, padding counted), when the run recorded it.
+    values["sparsity_reference"] = final.get(f"{prefix}_sparsity_reference")
+    train, timing = m.get("train") or {}, m.get("timing") or {}
+    values["runtime_s"] = m.get("runtime_s", timing.get("runtime_s"))
+    values["train_runtime_s"] = train.get("train_runtime_s", timing.get("train_runtime_s"))
+    values["global_step"] = train.get("global_step")
+    # The task's main score (the paper's column: MCC, accuracy, STS-B Pearson, MNLI matched), in percent.
+    main = final.get(m.get("main_metric") or "")
+    values["main"] = None if main is None else float(main)
     for k in PERCENT:
         if values.get(k) is not None:
             values[k] = 100.0 * values[k]
     return values
+
+
+def _config(run_dir: Path) -> dict:
+    path = run_dir / "config.yaml"
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _model_id(model: dict, fallback: str | None) -> str:
+    kind = model.get("kind")
+    if kind == "hf" and model.get("name_or_path"):
+        return Path(str(model["name_or_path"]).rstrip("/")).name.lower()
+    if kind == "spikegpt":
+        ckpt = model.get("checkpoint")
+        if ckpt is None:
+            return f"spikegpt-random(l{model.get('n_layer')},d{model.get('n_embd')})"
+        name = Path(str(ckpt).rstrip("/")).name.lower().removesuffix(".pth")
+        return "spikegpt-216m" if "216m" in name else name
+    if kind == "tiny":
+        return f"tiny-deberta(h{model.get('hidden_size')},l{model.get('num_hidden_layers')})"
+    return str(fallback)
+
+
+def _short_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def identity(m: dict, run_dir: str | Path | None = None) -> dict:
+    """What a run was trained on, beyond its hyperparameters: model, data and training length.
+
+    ``model_id`` names the weights (``deberta-v3-base`` for the hub id or any local copy of it;
+    tiny and random models by their shape; ``@hash`` of the weight files or hub commit when the
+    record's ``provenance`` has them); ``data_id`` the data (``hub``, ``files`` or ``synthetic``,
+    the train/eval sizes, the split seed, ``sha=`` of the record's data provenance);
+    ``max_steps`` a step cap (-1: none). A ``model_id``/``data_id`` the record carries itself wins.
+    ``paper_model`` says whether the run used the paper's model and real data.
+    """
+    canonical = (m.get("provenance") or {}).get("canonical_config")
+    cfg = canonical if isinstance(canonical, dict) else (_config(Path(run_dir)) if run_dir is not None else {})
+    model, task = cfg.get("model") or {}, cfg.get("task") or {}
+    prov = m.get("provenance") or {}
+    pmodel = prov.get("model") if isinstance(prov.get("model"), dict) else {}
+    if not model and pmodel:
+        model = {"kind": pmodel.get("kind"), "name_or_path": pmodel.get("source"), "checkpoint": pmodel.get("source")}
+    model_id = m.get("model_id") if isinstance(m.get("model_id"), str) else _model_id(model, m.get("model"))
+    if "None" in model_id and pmodel.get("config_sha256"):  # no config.yaml: a config-built model by its hash
+        model_id = f"{pmodel.get('name', model.get('kind'))}#{pmodel['config_sha256'][:8]}"
+    weights = pmodel.get("files_sha256") or pmodel.get("hub_commit")
+    if weights and not isinstance(m.get("model_id"), str):
+        model_id += f"@{_short_hash(weights)}"
+    if isinstance(m.get("data_id"), str):
+        data_id = m["data_id"]
+    else:
+        source = "synthetic" if task.get("synthetic") else ("hub" if task.get("data_dir") is None else "files")
+        if not task:  # no config.yaml: what the record's data provenance says, if anything
+            pdata = prov.get("data") if isinstance(prov.get("data"), dict) else {}
+            source = "hub" if "hub" in pdata else ("files" if pdata else "unknown")
+        evals = m.get("eval_samples")
+        n_eval = sum(evals.values()) if isinstance(evals, dict) else evals
+        data_id = f"{source} n={m.get('train_samples')}/{n_eval}"
+        if "split_seed" in task:
+            data_id += f" split={task['split_seed']}"
+        if prov.get("data"):
+            data_id += f" sha={_short_hash(prov['data'])}"
+    max_steps = (cfg.get("trainer") or {}).get("max_steps", -1)
+    t = m.get("task")
+    paper = PAPER_MODELS.get("glue" if t in GLUE_TASKS else t)
+    return {
+        "model_id": model_id,
+        "data_id": data_id,
+        "max_steps": -1 if max_steps is None else max_steps,
+        "epochs": m.get("epochs"),
+        "batch_size": m.get("batch_size"),
+        "paper_model": bool(paper == model_id.split("@")[0] and not data_id.startswith(("synthetic", "unknown"))),
+        "record": m,
+    }
 
 
 def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
@@ -67,6 +161,7 @@ def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
             "seed": m.get("seed"),
         }
         row.update(_final_values(m, gap))
+        row.update(identity(m, run.path))
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:

@@ -43,15 +43,15 @@ def vth_figure(df: pd.DataFrame, out: Path, experiment: str = "vth") -> list[Pat
         return []
     g = spike.groupby("vth")
     vth = np.array(sorted(g.groups))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
     axes[0].plot(vth, g["eval_loss"].min().loc[vth], "o-", label="min")
     axes[0].plot(vth, g["eval_loss"].max().loc[vth], "s--", label="max")
-    axes[0].set(xlabel="V_θ", ylabel="eval loss", title="Evaluation loss")
+    axes[0].set(xlabel=r"$V_\theta$", ylabel="eval loss", title="Evaluation loss")
     axes[0].legend()
     axes[1].errorbar(vth, g["mcc"].mean().loc[vth], yerr=g["mcc"].std().loc[vth].fillna(0), fmt="o-", capsize=3)
-    axes[1].set(xlabel="V_θ", ylabel="MCC (%)", title="MCC")
+    axes[1].set(xlabel=r"$V_\theta$", ylabel="MCC (%)", title="MCC")
     axes[2].plot(vth, g["sparsity"].mean().loc[vth], "o-", color=COLORS["spike"])
-    axes[2].set(xlabel="V_θ", ylabel="sparsity (%)", title="Global sparsity")
+    axes[2].set(xlabel=r"$V_\theta$", ylabel="sparsity (%)", title="Global sparsity")
     for ax in axes:
         ax.grid(alpha=0.3)
     return _save(fig, out, "fig2_vth")
@@ -77,6 +77,13 @@ def module_grid(module_sparsity: dict[str, float]) -> tuple[list[str], list[int]
     return types, blocks, grid
 
 
+def label_color(rgba) -> str:
+    """Black on light cells, white on dark ones (WCAG relative luminance of the cell colour)."""
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    luminance = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return "black" if luminance > 0.179 else "white"
+
+
 def heatmap_figure(df: pd.DataFrame, out: Path, experiment: str = "sparsity") -> list[Path]:
     """Fig. 3: sparsity per module type × block (mean over the runs' ``module_sparsity.json``)."""
     runs = select(select(df, experiment=experiment), adapter="spike")
@@ -90,16 +97,18 @@ def heatmap_figure(df: pd.DataFrame, out: Path, experiment: str = "sparsity") ->
         return []
     types, blocks, _ = maps[0]
     grid = np.nanmean(np.stack([m[2] for m in maps]), axis=0) * 100
-    fig, ax = plt.subplots(figsize=(1.1 * len(types) + 2, 0.45 * len(blocks) + 1.5))
-    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    fig, ax = plt.subplots(figsize=(1.1 * len(types) + 2, 0.45 * len(blocks) + 1.5), layout="constrained")
+    cmap = plt.get_cmap("viridis")
+    im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=100, aspect="auto")
     ax.set_xticks(range(len(types)), types)
     ax.set_yticks(range(len(blocks)), [str(b) for b in blocks])
     ax.set(xlabel="module", ylabel="block", title=f"SpikeLoRA sparsity (%), {len(maps)} run(s)")
     for i in range(len(blocks)):
         for j in range(len(types)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="w", fontsize=7)
-    fig.colorbar(im, ax=ax)
+                color = label_color(cmap(grid[i, j] / 100))
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color=color, fontsize=7)
+    fig.colorbar(im, ax=ax, label="sparsity (%)")
     return _save(fig, out, "fig3_sparsity_heatmap")
 
 
@@ -136,7 +145,7 @@ def gradnorm_figure(df: pd.DataFrame, out: Path, experiment: str = "gradnorm") -
         "spike_mean": float(spike.mean()),
         "spike_std": float(spike.std(ddof=1)),
     }
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    fig, ax = plt.subplots(figsize=(4.5, 4.2), layout="constrained")
     ax.scatter(lora, spike, s=6, alpha=0.5)
     lim = [0, max(lora.max(), spike.max()) * 1.05]
     ax.plot(lim, lim, "k:", lw=0.8)
@@ -150,7 +159,7 @@ def dropout_figure(df: pd.DataFrame, out: Path, experiment: str = "dropout") -> 
     if runs.empty:
         return []
     rates = sorted(runs["dropout"].dropna().unique())
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     for ax, metric, label in ((axes[0], "mcc", "MCC (%)"), (axes[1], "gen_gap", "generalisation gap")):
         for k, method in enumerate(("lora", "spike")):
             data = [select(runs, adapter=method, dropout=float(d))[metric].dropna().to_numpy() for d in rates]

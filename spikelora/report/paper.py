@@ -111,3 +111,48 @@ DROPOUT_TABLE = {
 }
 
 GRADNORM_PEARSON = (0.678, 2.488e-8)  # Appendix A: Pearson r and p of the per-step gradient norms
+
+# Appendix Table 2 standard deviations: {vth: (sparsity %, MCC %, loss)}; LoRA row (MCC %, loss).
+VTH_TABLE_STD = {
+    0.0: (1.3, 1.3, 0.037),
+    0.01: (1.7, 1.5, 0.049),
+    0.05: (1.1, 1.0, 0.030),
+    0.1: (0.5, 0.6, 0.014),
+    0.25: (1.0, 0.8, 0.020),
+    0.5: (0.7, 0.6, 0.029),
+    0.75: (0.5, 1.3, 0.093),
+    1.0: (0.5, 1.3, 0.070),
+    1.5: (0.4, 3.2, 0.061),
+    2.0: (0.3, 16.8, 0.051),
+}
+VTH_LORA_STD = (0.9, 0.029)
+
+# Appendix Table 3 standard deviations, and its pooled "> 0.0" rows (every positive rate):
+# {(dropout, method): (MCC %, gen gap)}
+DROPOUT_TABLE_STD = {
+    (0.0, "lora"): (0.82, 0.0467),
+    (0.0, "spike"): (1.16, 0.0174),
+    (0.025, "lora"): (1.30, 0.0313),
+    (0.025, "spike"): (0.84, 0.0480),
+    (0.05, "lora"): (0.95, 0.0496),
+    (0.05, "spike"): (0.65, 0.0185),
+    (0.075, "lora"): (0.67, 0.0451),
+    (0.075, "spike"): (1.01, 0.0270),
+    (0.1, "lora"): (0.54, 0.0539),
+    (0.1, "spike"): (1.61, 0.0442),
+}
+DROPOUT_POSITIVE = {"lora": (68.49, 0.8195), "spike": (68.33, 0.7618)}  # mean (MCC %, gap)
+DROPOUT_POSITIVE_STD = {"lora": (1.00, 0.0522), "spike": (1.13, 0.0483)}
+
+# §4.1.1: with V_θ = 0.1, training starts at a global sparsity of 0.71 ± 0.04 (here in %).
+STARTING_SPARSITY = (71.0, 4.0)
+
+# §4.2.2: per-step gradient norm, mean ± std.
+GRADNORM_MEAN_STD = {"lora": (1.592, 1.418), "spike": (1.554, 1.292)}
+
+# §4.2.3: training time on CoLA in minutes, mean ± std; the overhead in % follows from them (+11.6 %).
+TRAINING_MINUTES = {"lora": (19.42, 0.02), "spike": (21.68, 0.12)}
+TRAINING_OVERHEAD = 100.0 * (TRAINING_MINUTES["spike"][0] / TRAINING_MINUTES["lora"][0] - 1.0)
+
+# §4.1.4: "the resulting low-rank activations were at least 67% sparse".
+GLUE_MIN_SPARSITY = 67.0

@@ -1,7 +1,7 @@
 """The paper's tables from collected runs, rendered as Markdown, LaTeX (booktabs) and CSV.
 
 Every cell is mean ± sample std over the seeds present; a cell with fewer seeds than expected
-says ``(n=k)``; a cell without runs says ``missing``. SpikeLoRA cells carry their signed
+says ``(n=k)``; a cell without runs holds an em dash (—), explained in a footnote. SpikeLoRA cells carry their signed
 difference to LoRA as a subscript; the best score of each column is bold.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from . import paper
 from .collect import MISSING, Stat, select, stat
 
 METHOD_NAMES = {"lora": "LoRA", "spike": "SpikeLoRA", "full": "Full FT"}
+EMPTY = "—"  # a cell without runs
+EMPTY_NOTE = "— no complete runs for this cell."
 
 
 @dataclass
@@ -50,7 +53,7 @@ def _cell_md(cell: Cell, expected: int) -> str:
         return cell.text
     s = cell.stat
     if s is None or s.missing:
-        return "missing"
+        return EMPTY
     body = _num(s.mean, cell.digits) + (f" ± {_num(s.std, cell.digits)}" if not math.isnan(s.std) else "")
     if cell.bold:
         body = f"**{body}**"
@@ -61,11 +64,36 @@ def _cell_md(cell: Cell, expected: int) -> str:
     return body
 
 
-_LATEX_ESCAPES = {"%": r"\%", "&": r"\&", "_": r"\_", "#": r"\#", "*": r"$^{*}$", "±": r"$\pm$", "θ": r"$\theta$"}
+_LATEX_ESCAPES = {
+    "%": r"\%",
+    "&": r"\&",
+    "_": r"\_",
+    "#": r"\#",
+    "*": r"$^{*}$",
+    "±": r"$\pm$",
+    "θ": r"$\theta$",
+    "—": "---",
+    "–": "--",
+    "−": r"$-$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    ">": r"$>$",
+    "<": r"$<$",
+}
 
 
 def _latex_text(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+    """Plain text for LaTeX: special characters escaped, ``V_θ`` set as math ($V_\theta$)."""
+    return r"$V_\theta$".join("".join(_LATEX_ESCAPES.get(ch, ch) for ch in part) for part in text.split("V_θ"))
+
+
+_CAPTION_PREFIX = re.compile(r"^(Table \d+|Appendix(?: [A-Za-z_θ]+)?)\s*:\s*")
+
+
+def latex_caption(title: str) -> str:
+    """The caption text: the title without its "Table 1:" / "Appendix:" prefix (LaTeX numbers tables)."""
+    text = _CAPTION_PREFIX.sub("", title)
+    return _latex_text(text[:1].upper() + text[1:])
 
 
 def _cell_latex(cell: Cell, expected: int) -> str:
@@ -73,7 +101,7 @@ def _cell_latex(cell: Cell, expected: int) -> str:
         return _latex_text(cell.text)
     s = cell.stat
     if s is None or s.missing:
-        return "missing"
+        return "---"
     body = _num(s.mean, cell.digits) + (rf" \pm {_num(s.std, cell.digits)}" if not math.isnan(s.std) else "")
     if cell.bold:
         body = rf"\mathbf{{{body}}}"
@@ -88,9 +116,14 @@ def _cell_latex(cell: Cell, expected: int) -> str:
 def to_markdown(table: Table, expected: int) -> str:
     lines = [f"### {table.title}", "", "| " + " | ".join(["", *table.columns]) + " |"]
     lines.append("|" + "---|" * (len(table.columns) + 1))
+    empty = False
     for label, cells in table.rows:
-        lines.append("| " + " | ".join([label, *(_cell_md(c, expected) for c in cells)]) + " |")
+        rendered = [_cell_md(c, expected) for c in cells]
+        empty |= any(r.startswith(EMPTY) for r in rendered)
+        lines.append("| " + " | ".join([label, *rendered]) + " |")
     lines += ["", *table.notes]
+    if empty:
+        lines.append(EMPTY_NOTE)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -105,9 +138,16 @@ def to_latex(table: Table, expected: int) -> str:
         " & ".join(["", *(_latex_text(c) for c in table.columns)]) + r" \\",
         r"\midrule",
     ]
+    empty = False
     for label, cells in table.rows:
-        lines.append(" & ".join([_latex_text(label), *(_cell_latex(c, expected) for c in cells)]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_text(table.title)}}}"]
+        rendered = [_cell_latex(c, expected) for c in cells]
+        empty |= any(r.startswith("---") for r in rendered)
+        lines.append(" & ".join([_latex_text(label), *rendered]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    notes = [*table.notes, *([EMPTY_NOTE] if empty else [])]
+    if notes:
+        lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(_latex_text(n) for n in notes) + "}")
+    lines += [rf"\caption{{{latex_caption(table.title)}}}"]
     lines += [rf"\label{{tab:{table.name}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -129,7 +169,7 @@ def to_csv(table: Table) -> str:
                     s.n,
                     "" if cell.diff is None or math.isnan(cell.diff) else cell.diff,
                     int(cell.bold),
-                    cell.text if cell.text is not None else ("missing" if s.missing else ""),
+                    cell.text if cell.text is not None else (EMPTY if s.missing else ""),
                 ]
             )
     return buf.getvalue()
@@ -144,10 +184,10 @@ def write_table(table: Table, out: Path, expected: int) -> None:
 
 # ------------------------------------------------------------------------------------ helpers
 def _values(df: pd.DataFrame, column: str, grid: tuple) -> list:
-    """The paper's grid, then any other value present in the runs."""
+    """The paper's grid and any other value present in the runs, in ascending order."""
     present = sorted({float(v) for v in df[column].dropna()}) if column in df and not df.empty else []
     extra = [v for v in present if not any(abs(v - g) <= 1e-12 * max(1, abs(g)) for g in grid)]
-    return [*grid, *extra]
+    return sorted([*grid, *extra])
 
 
 def _fmt_param(v) -> str:
@@ -248,7 +288,7 @@ def glue_table(df: pd.DataFrame, experiment: str = "glue"):
             cells.append(Cell(avg))
         else:
             stats[method, "avg"] = MISSING
-            cells.append(Cell(text=f"missing ({have}/{len(AVG_COLUMNS)} tasks)"))
+            cells.append(Cell(text=f"{EMPTY} ({have}/{len(AVG_COLUMNS)} tasks)"))
         per_method[method] = cells
     for i in range(len(columns)):
         _bold_best([per_method["lora"][i], per_method["spike"][i]])
@@ -266,7 +306,7 @@ def glue_table(df: pd.DataFrame, experiment: str = "glue"):
         sparsity_cells.append(Cell(stats["spike", "sparsity", "avg"]))
     else:
         stats["spike", "sparsity", "avg"] = MISSING
-        sparsity_cells.append(Cell(text=f"missing ({sum(not s.missing for s in sp)}/8 tasks)"))
+        sparsity_cells.append(Cell(text=f"{EMPTY} ({sum(not s.missing for s in sp)}/8 tasks)"))
     rows.append(("SpikeLoRA Sparsity %", sparsity_cells))
     notes = [
         "Avg. = mean of one score per task (MRPC accuracy, STS-B Pearson, MNLI matched), as in the paper; "
@@ -318,7 +358,7 @@ def vth_table(df: pd.DataFrame, experiment: str = "vth"):
         s = {k: stat(sub[k]) if k in sub else MISSING for k in ("sparsity", "mcc", "eval_loss")}
         # Relative MCC drop against the LoRA baseline, per the paper's appendix (a fraction).
         if lora_mcc.missing or s["mcc"].missing:
-            drop, drop_text = None, "missing"
+            drop, drop_text = None, EMPTY
         elif lora_mcc.mean == 0:
             drop, drop_text = None, "undefined (LoRA MCC = 0)"
         else:
@@ -365,7 +405,7 @@ def dropout_table(df: pd.DataFrame, experiment: str = "dropout"):
             stats[v, method] = s
             rows.append(
                 (
-                    f"p = {v if isinstance(v, str) else f'{v:g}'} {METHOD_NAMES[method]}",
+                    f"{'p > 0 (pooled)' if isinstance(v, str) else f'p = {v:g}'} {METHOD_NAMES[method]}",
                     [Cell(s["mcc"]), Cell(s["gen_gap"], digits=4)],
                 )
             )
@@ -378,7 +418,7 @@ def comparison(name: str, title: str, entries: list[tuple[str, float | None, Sta
     rows = []
     for label, published, ours in entries:
         if ours.missing or published is None:
-            diff = within = "missing" if ours.missing else "–"
+            diff = within = EMPTY if ours.missing else "–"
         else:
             d = ours.mean - published
             diff = f"{d:+.2f}"
