@@ -112,10 +112,12 @@ def _hydra_output_dir() -> Path | None:
 def job_result(cfg: DictConfig, status: str, metrics: dict | None, error: str | None = None) -> float | None:
     """Leave this job's outcome in its Hydra output directory (for the multirun table); return its main metric."""
     value = None
-    name = None
+    name = run_dir = None
     if metrics:
         value = (metrics.get("final") or {}).get(metrics.get("main_metric", ""))
         name = metrics.get("run_name")
+        if metrics.get("experiment") and name:
+            run_dir = str(Path(str(cfg.results_dir)).expanduser() / str(metrics["experiment"]) / name)
     out = _hydra_output_dir()
     if out is not None:
         try:
@@ -125,7 +127,14 @@ def job_result(cfg: DictConfig, status: str, metrics: dict | None, error: str | 
             overrides = list(HydraConfig.get().overrides.task)
             (out / JOB_FILE).write_text(
                 json.dumps(
-                    {"overrides": overrides, "run_name": name, "status": status, "main_metric": value, "error": error}
+                    {
+                        "overrides": overrides,
+                        "run_name": name,
+                        "run_dir": run_dir,
+                        "status": status,
+                        "main_metric": value,
+                        "error": error,
+                    }
                 )
             )
         except OSError:
@@ -155,7 +164,36 @@ class MultirunSummary(Callback):
             shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
             label = job.get("run_name") or " ".join(job.get("overrides", []))
             print(f"{job.get('status', '?'):<12} {shown:>11}  {label}")
+        _print_comparison(jobs)
         bad = [j for j in jobs if j.get("status") not in ("complete", "running")]
         if bad:
             print(f"{len(bad)} job(s) did not complete; re-launch the same command to retry them.", file=sys.stderr)
             sys.exit(1)
+
+
+def _print_comparison(jobs: list[dict]) -> None:
+    """Mean ± std over seeds of this multirun's complete runs, grouped by the swept keys."""
+    from .record import RecordError, RunDir
+
+    records = []
+    for job in jobs:
+        if job.get("status") == "complete" and job.get("run_dir"):
+            try:
+                records.append({**RunDir(job["run_dir"]).load(), "run_dir": job["run_dir"]})
+            except RecordError:
+                continue
+    values: dict[str, set] = {}
+    for job in jobs:
+        for item in job.get("overrides", []):
+            key, _, value = item.partition("=")
+            values.setdefault(key.lstrip("+~"), set()).add(value)
+    swept = [k for k, v in values.items() if len(v) > 1 and k != "seed" and "." not in k]
+    if not records or not swept:
+        return
+    from .report.compare import multirun_summary
+
+    print(f"\n== by {', '.join(swept)} (mean ± std over seeds) ==")
+    try:
+        print(multirun_summary(records, swept))
+    except (KeyError, ValueError) as err:  # a key the records do not carry: the job table above stands
+        print(f"(no comparison: {err})")

@@ -35,7 +35,7 @@ def _report(argv: list[str]) -> int:
         "--gap", choices=["ref", "epoch"], default="ref", help="generalisation gap definition (default: ref)"
     )
     args = parser.parse_args(argv)
-    from . import build_report
+    from .build import build_report
 
     report = build_report(args.results_dir, args.out, expected_seeds=args.seeds, gap=args.gap)
     print(
@@ -48,7 +48,7 @@ def _report(argv: list[str]) -> int:
 
 
 def _select_vth(argv: list[str]) -> int:
-    from . import select_vth
+    from .build import select_vth
 
     parser = argparse.ArgumentParser(prog="python -m spikelora.report select-vth", description=select_vth.__doc__)
     parser.add_argument("results_dir", nargs="?", default="results")

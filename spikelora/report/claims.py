@@ -789,3 +789,76 @@ def write_claims(results_dir: str | Path, out: str | Path, gap: str = "ref") -> 
     ]
     (out / "claims.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return claims
+
+
+# ------------------------------------------------------------------------------------ efficiency
+def _ops_ratio(row: pd.Series, key: str) -> float | None:
+    ops = row.get("ops")
+    if not isinstance(ops, dict) or not ops.get("adapter_macs_dense") or not ops.get("base_macs"):
+        return None
+    if key == "vs_unmerged":  # effective adapter MACs over those of unmerged LoRA at the same rank
+        return 100.0 * (1.0 - ops["adapter_macs"] / ops["adapter_macs_dense"])
+    # vs merged LoRA (zero adapter operations): SpikeLoRA's extra MACs and gate ops over the base model's
+    return 100.0 * (ops["adapter_macs"] + ops.get("gate_ops", 0.0)) / ops["base_macs"]
+
+
+@claim
+def c10_efficiency(df: pd.DataFrame) -> list[Claim]:
+    """The efficiency the sparsity buys (spikelora.ops): adapter MACs saved against unmerged LoRA,
+    and the cost left against merged LoRA, which SpikeLoRA cannot be (its gate depends on the input)."""
+    rows_all = df[df["adapter"] == "spike"] if not df.empty and "ops" in df else df.iloc[0:0]
+    specs = [
+        (
+            "C10a",
+            "SpikeLoRA's sparse activations save adapter operations against unmerged LoRA of the same rank",
+            "vs_unmerged",
+            "% of unmerged LoRA's adapter MACs saved per token (B is skipped for silent units; A stays dense)",
+            +1,
+        ),
+        (
+            "C10b",
+            "SpikeLoRA saves compute against merged LoRA (zero adapter operations at inference)",
+            "vs_merged",
+            "% extra MACs and gate ops per token over the base model (merged LoRA adds none)",
+            -1,
+        ),
+    ]
+    out = []
+    for cid, text, key, unit, sign in specs:
+        base = dict(
+            id=cid,
+            claim=text,
+            source="abstract, §1 (efficiency is argued, never measured)",
+            paper="not measured",
+            paper_effect=None,
+            ours="",
+            test=f"one-sample t + Wilcoxon signed-rank over runs; effect = {unit}",
+        )
+        groups = _groups(rows_all) if not rows_all.empty else []
+        for gkey, g in groups:
+            vals = [(v, r["run_dir"]) for _, r in g.iterrows() if (v := _ops_ratio(r, key)) is not None]
+            if not vals:
+                continue
+            c = Claim(**base, group=_label(gkey), paper_setting=_is_paper(g))
+            est = one_sample([v for v, _ in vals], mu0=0.0, test=base["test"])
+            c.ours = f"{est.effect:.2f} ({len(vals)} runs; mean sparsity {pd.to_numeric(g['sparsity']).mean():.1f} %)"
+            c.runs = sorted(d for _, d in vals)
+            if key == "vs_merged":
+                # Any positive cost contradicts "saves against merged LoRA".
+                positive = (math.isfinite(est.ci_low) and est.ci_low > 0) or (est.n == 1 and est.effect > 0)
+                verdict = ("contradicted", "it costs more than merged LoRA") if positive else directional(est, -1)
+            else:
+                verdict = directional(est, sign)
+            _fill(c, est, verdict)
+            out.append(c)
+    if out:
+        return out
+    fallback = Claim(
+        id="C10",
+        claim="SpikeLoRA's sparsity saves operations (against unmerged and merged LoRA)",
+        source="abstract, §1 (efficiency is argued, never measured)",
+        paper="not measured",
+        paper_effect=None,
+        ours="",
+    )
+    return _no_data(fallback, "no SpikeLoRA runs with an ops block (spikelora.ops)")

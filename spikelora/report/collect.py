@@ -159,6 +159,7 @@ def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
             "lr": m.get("lr"),
             "dropout": m.get("dropout"),
             "seed": m.get("seed"),
+            "ops": m.get("ops"),
         }
         row.update(_final_values(m, gap))
         row.update(identity(m, run.path))
