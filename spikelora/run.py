@@ -102,7 +102,7 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
             raise
     finish_wandb(wandb_run, ok=True)
     print_summary(metrics, plan)
-    return metrics
+    return {**metrics, "status": "complete"}
 
 
 def _step(checkpoint) -> int | None:
