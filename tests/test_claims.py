@@ -107,6 +107,7 @@ def test_section4_figures_match_the_paper(paper_text):
 
 
 def test_every_paper_figure_in_the_ledger_is_in_the_paper(paper_text, tmp_path):
+    (tmp_path / "empty").mkdir()  # a results directory without runs
     claims = write_claims(tmp_path / "empty", tmp_path / "out")
     ids = {c.id for c in claims}
     assert {"C1", "C2", "C3", "C4a", "C4b", "C4c", "C5", "C6", "C7", "C8", "C9"} <= ids

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .collect import _final_values, collect, identity
+from .figures import save_figure
 
 IDENTITY = ("model_id", "data_id", "task")
 
@@ -159,15 +160,6 @@ def write_compare(table: pd.DataFrame, out: str | Path, title: str = "Run compar
 
 
 # ------------------------------------------------------------------------------------ figures
-def _save(fig, out: Path, name: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
-
-
 def sparsity_history(run_dir: str | Path) -> tuple[dict[int, float], dict[int, float]]:
     """({step: train sparsity %}, {step: eval sparsity %}) from a run's ``history.jsonl``."""
     train, evals = {}, {}
@@ -227,7 +219,7 @@ def sparsity_figure(records, by: Iterable[str], out: str | Path, name: str = "sp
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="best")
-    return _save(fig, Path(out), name)
+    return save_figure(fig, Path(out), name)
 
 
 def metric_figure(table: pd.DataFrame, x: str, metric: str, out: str | Path, name: str | None = None) -> list[Path]:
@@ -252,7 +244,7 @@ def metric_figure(table: pd.DataFrame, x: str, metric: str, out: str | Path, nam
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    return _save(fig, Path(out), name or f"{metric.removeprefix('final.')}_vs_{x}".replace("/", "_"))
+    return save_figure(fig, Path(out), name or f"{metric.removeprefix('final.')}_vs_{x}".replace("/", "_"))
 
 
 def compare(

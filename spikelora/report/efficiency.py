@@ -198,13 +198,9 @@ def efficiency_figure(
         ax.set(xlabel="adapter MACs / token", ylabel=t["metric"].iloc[0], title=task)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title="SpikeLoRA points labelled by V_θ", title_fontsize=7)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    from .figures import save_figure
+
+    return save_figure(fig, Path(out), name)
 
 
 def efficiency_markdown(table: pd.DataFrame) -> str:

@@ -27,7 +27,8 @@ MODULE_TYPES = [  # (label, pattern on the module name after the layer index)
 ]
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def save_figure(fig, out: Path, name: str) -> list[Path]:
+    """Write ``fig`` as ``out/name.png`` and ``.pdf`` and close it; the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     for p in paths:
@@ -54,7 +55,7 @@ def vth_figure(df: pd.DataFrame, out: Path, experiment: str = "vth") -> list[Pat
     axes[2].set(xlabel=r"$V_\theta$", ylabel="sparsity (%)", title="Global sparsity")
     for ax in axes:
         ax.grid(alpha=0.3)
-    return _save(fig, out, "fig2_vth")
+    return save_figure(fig, out, "fig2_vth")
 
 
 def module_grid(module_sparsity: dict[str, float]) -> tuple[list[str], list[int], np.ndarray]:
@@ -109,7 +110,7 @@ def heatmap_figure(df: pd.DataFrame, out: Path, experiment: str = "sparsity") ->
                 color = label_color(cmap(grid[i, j] / 100))
                 ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color=color, fontsize=7)
     fig.colorbar(im, ax=ax, label="sparsity (%)")
-    return _save(fig, out, "fig3_sparsity_heatmap")
+    return save_figure(fig, out, "fig3_sparsity_heatmap")
 
 
 def gradnorm_series(df: pd.DataFrame, experiment: str = "gradnorm") -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -150,7 +151,7 @@ def gradnorm_figure(df: pd.DataFrame, out: Path, experiment: str = "gradnorm") -
     lim = [0, max(lora.max(), spike.max()) * 1.05]
     ax.plot(lim, lim, "k:", lw=0.8)
     ax.set(xlabel="LoRA grad norm", ylabel="SpikeLoRA grad norm", title=f"Pearson r = {r:.3f}, p = {p:.2e}")
-    return _save(fig, out, "fig4_gradnorm"), stats
+    return save_figure(fig, out, "fig4_gradnorm"), stats
 
 
 def dropout_figure(df: pd.DataFrame, out: Path, experiment: str = "dropout") -> list[Path]:
@@ -172,4 +173,4 @@ def dropout_figure(df: pd.DataFrame, out: Path, experiment: str = "dropout") -> 
     axes[0].legend(
         [plt.Rectangle((0, 0), 1, 1, color=COLORS[m]) for m in ("lora", "spike")], ["LoRA", "SpikeLoRA"], loc="best"
     )
-    return _save(fig, out, "fig5_dropout")
+    return save_figure(fig, out, "fig5_dropout")
