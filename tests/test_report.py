@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from scipy.stats import pearsonr
@@ -295,3 +296,20 @@ def test_report_cli(tree, tmp_path):
     assert f"{len(RUNS)} complete runs" in proc.stdout
     md = (tmp_path / "r" / "tables" / "table1_rank.md").read_text()
     assert "(n=2)" in md  # two seeds where five are expected
+
+
+@pytest.mark.slow
+def test_efficiency_table_from_real_runs_equals_their_ops_blocks(tree):
+    results, out, report = tree
+    table = pd.read_csv(out / "efficiency" / "efficiency.csv")
+    assert (out / "efficiency" / "efficiency.png").stat().st_size > 1000
+    runs = [m for m in direct(results, "vth") if m["adapter"] == "spike" and abs(m["vth"] - 0.5) < 1e-12]
+    assert runs and all(isinstance(m["ops"], dict) for m in runs)
+    row = table[(table["adapter"] == "spike") & (table["vth"] == 0.5) & (table["lr"] == runs[0]["lr"])]
+    assert len(row) == 1
+    expected = statistics.mean(m["ops"]["adapter_macs"] for m in runs)
+    assert row["adapter_macs"].iloc[0] == pytest.approx(expected, rel=1e-9)
+    dense = statistics.mean(m["ops"]["adapter_macs_dense"] for m in runs)
+    assert expected < dense  # silent units skip B: fewer effective MACs than unmerged LoRA
+    merged = table[table["adapter"] == "lora (merged)"]
+    assert not merged.empty and (merged["adapter_macs"] == 0).all()

@@ -27,7 +27,10 @@ import pandas as pd
 from ..tasks import TASKS
 
 MERGED = "lora (merged)"
+# Runs are only ever pooled within one model, data set and training setting (never mixed).
+SETTING = ("model_id", "data_id", "lr", "dropout")
 COLUMNS = [
+    *SETTING,
     "task",
     "adapter",
     "r",
@@ -94,12 +97,17 @@ def efficiency_table(runs: pd.DataFrame, metric: str | dict[str, str] | None = N
     flat = runs.copy()
     flat = pd.concat([flat.reset_index(drop=True), pd.DataFrame([_ops_columns(o) for o in flat["ops"]])], axis=1)
     rows = []
-    for task, tdf in flat.groupby("task", sort=True):
+    for col in SETTING:
+        if col not in flat:
+            flat[col] = None
+    flat["dropout"] = flat["dropout"].fillna(0.0)
+    for (*setting, task), tdf in flat.groupby([*SETTING, "task"], sort=True, dropna=False):
         name = metric_for(task, metric)
         keys = ["adapter", "r", "vth"]
         tdf = tdf.assign(vth=tdf["vth"].where(tdf["adapter"] == "spike"))
         for (adapter, r, vth), g in tdf.groupby(keys, dropna=False, sort=True):
             row = {
+                **dict(zip(SETTING, setting)),
                 "task": task,
                 "adapter": adapter,
                 "r": r,
@@ -123,7 +131,10 @@ def efficiency_table(runs: pd.DataFrame, metric: str | dict[str, str] | None = N
     table = pd.DataFrame(rows)
     # References per (task, r): unmerged LoRA's adapter cost, merged LoRA's (= the base's) total cost.
     for i, row in table.iterrows():
-        lora = table[(table["task"] == row["task"]) & (table["adapter"] == "lora") & (table["r"] == row["r"])]
+        same = (table["task"] == row["task"]) & (table["r"] == row["r"])
+        for col in SETTING:
+            same &= (table[col] == row[col]) | (table[col].isna() & pd.isna(row[col]))
+        lora = table[same & (table["adapter"] == "lora")]
         if not lora.empty:
             ref_macs, ref_energy = lora["adapter_macs"].iloc[0], lora["energy_adapter_pj"].iloc[0]
         else:  # no LoRA run: unmerged LoRA of the same rank, as counted alongside
