@@ -300,7 +300,7 @@ def test_report_cli(tree, tmp_path):
 
 @pytest.mark.slow
 def test_efficiency_table_from_real_runs_equals_their_ops_blocks(tree):
-    results, out, report = tree
+    results, out, _ = tree
     table = pd.read_csv(out / "efficiency" / "efficiency.csv")
     assert (out / "efficiency" / "efficiency.png").stat().st_size > 1000
     runs = [m for m in direct(results, "vth") if m["adapter"] == "spike" and abs(m["vth"] - 0.5) < 1e-12]
