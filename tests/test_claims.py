@@ -115,6 +115,9 @@ def test_every_paper_figure_in_the_ledger_is_in_the_paper(paper_text, tmp_path):
     for c in claims:
         assert c.verdict == "no data"
         numbers = _numbers(c.paper)
+        if c.id.startswith("C10"):  # efficiency: the paper argues it but never measures it
+            assert c.paper == "not measured" and not numbers
+            continue
         assert numbers, c.id
         assert numbers <= in_paper, (c.id, numbers - in_paper)
     by_id = {c.id: c for c in claims}
