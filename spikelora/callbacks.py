@@ -96,6 +96,26 @@ class BestAdapter(TrainerCallback):
             model.save_pretrained(str(self.directory))
 
 
+COUNTERS_FILE = "spikelora_counters.pt"
+
+
+class CounterCheckpoint(TrainerCallback):
+    """Saves the gates' training counters with each checkpoint, so that the training sparsity of the
+    logging window a preemption cut is the same after the resume as without it."""
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        import os
+
+        import torch
+
+        from .telemetry import counter_state
+
+        if state.is_world_process_zero and model is not None:
+            path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", COUNTERS_FILE)
+            if os.path.isdir(os.path.dirname(path)):
+                torch.save(counter_state(model), path)
+
+
 def instantiate_callbacks(callbacks_cfg: Any) -> list[TrainerCallback]:
     """The ``callbacks`` config group: ``{name: {_target_: module.Class, ...}}`` built with Hydra."""
     if not callbacks_cfg:

@@ -20,10 +20,10 @@ CARD = "README.md"
 def base_model_id(record: dict[str, Any]) -> str | None:
     """The base model's hub id: ``model.hub_id`` if set, the hub id it was loaded by, or the one its
     local ``config.json`` names; None for models built from a config (``tiny``) or unknown ones."""
-    canonical = (record.get("provenance") or {}).get("canonical_config") or {}
-    model = canonical.get("model") or {}
-    if model.get("hub_id"):
-        return str(model["hub_id"])
+    provenance = record.get("provenance") or {}
+    if (provenance.get("model") or {}).get("hub_id"):
+        return str(provenance["model"]["hub_id"])
+    model = (provenance.get("canonical_config") or {}).get("model") or {}
     source = model.get("name_or_path")
     if not source:
         return None

@@ -27,7 +27,7 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float, checkpoint)
 
     main_key = main_metric_key(built.spec)
     last_step = trainer.state.global_step
-    strip = ("type", "split", "module_sparsity", "ops", "module_ops")
+    strip = ("type", "split", "module_sparsity", "non_token_sparsity", "ops", "module_ops")
     final: dict[str, Any] = {}
     by_eval: dict[tuple, dict] = {}
     for record in trainer.eval_records:

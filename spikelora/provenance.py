@@ -67,6 +67,8 @@ def model_fingerprint(model_cfg: Any, model: Any) -> dict[str, Any]:
     hub id with the commit it resolved to, or (built from a config) the hash of that config."""
     source = model_cfg.get("name_or_path") or model_cfg.get("checkpoint")
     out: dict[str, Any] = {"name": str(model_cfg.name), "kind": str(model_cfg.kind), "source": source}
+    if model_cfg.get("hub_id"):
+        out["hub_id"] = str(model_cfg.hub_id)
     path = Path(str(source)).expanduser() if source else None
     if path is not None and path.exists():
         files = (

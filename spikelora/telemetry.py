@@ -132,3 +132,23 @@ def reference_sparsity(model: nn.Module, adapter_name: str | None = None) -> flo
     last = torch.stack([g.last_counts() for g in gates]).cpu().tolist()
     shares = [1.0 - fired / total for fired, total in last if total]
     return sum(shares) / len(shares) if shares else float("nan")
+
+
+def counter_state(model: nn.Module, phase: str = "train") -> dict[str, torch.Tensor]:
+    """The gates' counters of ``phase`` (CPU copies), to carry them across a checkpoint and resume."""
+    from .neuron import COUNTERS
+
+    return {
+        f"{name}.{phase}_{c}": getattr(module, f"{phase}_{c}").detach().cpu().clone()
+        for name, module in model.named_modules()
+        if isinstance(module, LIFGate)
+        for c in COUNTERS
+    }
+
+
+def load_counter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Restore counters saved by :func:`counter_state` (names must match: the same model and adapters)."""
+    modules = dict(model.named_modules())
+    for key, value in state.items():
+        name, _, buffer = key.rpartition(".")
+        getattr(modules[name], buffer).copy_(value)

@@ -59,6 +59,7 @@ class SpikeLoraTrainer(Trainer):
         self._pending_loss: torch.Tensor | None = None
         self._pending_steps: list[tuple[int, int, torch.Tensor, Any, float]] = []
         self._window_losses: list[float] = []  # per-step losses since the previous evaluation
+        self._log_window: list[float] = []  # per-step losses since the previous training log
         self._eval_depth = 0
         self.eval_records: list[dict[str, Any]] = []
         self.module_sparsity: dict[str, dict[str, float]] = {}
@@ -78,6 +79,11 @@ class SpikeLoraTrainer(Trainer):
                 self.ops[r["split"]], self.module_ops[r["split"]] = r["ops"], r["module_ops"]
         last_eval = max((r["step"] for r in self.eval_records), default=0)
         self._window_losses = [r["loss"] for r in kept if r.get("type") == "step" and r["step"] > last_eval]
+        last_log = max((r["step"] for r in kept if r.get("type") == "train_log"), default=0)
+        self._log_window = [r["loss"] for r in kept if r.get("type") == "step" and r["step"] > last_log]
+        for r in self.eval_records:
+            if r.get("non_token_sparsity"):
+                self.non_token_sparsity[r["split"]] = r["non_token_sparsity"]
 
     # -------------------------------------------------------------- per step
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -119,6 +125,7 @@ class SpikeLoraTrainer(Trainer):
                 {"type": "step", "step": step, "epoch_index": epoch_index, "loss": loss, "grad_norm": norm, "lr": lr}
             )
             self._window_losses.append(loss)
+            self._log_window.append(loss)
         self._pending_steps.clear()
         self.recorder.append_history(records)
 
@@ -127,6 +134,10 @@ class SpikeLoraTrainer(Trainer):
         is_eval = any(k.startswith("eval_") for k in logs)
         if not is_eval:
             self._flush_steps()
+            if "loss" in logs and self._log_window:
+                # The window's mean from the step records (HF's own running sum restarts on resume).
+                logs["loss"] = sum(self._log_window) / len(self._log_window)
+                self._log_window = []
             if self.spike and "loss" in logs:
                 report = sparsity_report(self.model, phase="train")
                 reset_sparsity(self.model, phase="train")
@@ -193,6 +204,7 @@ class SpikeLoraTrainer(Trainer):
         }
         if self.spike:
             record["module_sparsity"] = self.module_sparsity[p]
+            record["non_token_sparsity"] = self.non_token_sparsity[p]
         record["ops"], record["module_ops"] = self.ops[p], self.module_ops[p]
         self.eval_records.append(record)
         self.recorder.append_history([record])
@@ -243,7 +255,7 @@ def make_trainer(cfg: Any, plan: Any, built: Any, recorder: Any, kept: list[dict
     from omegaconf import OmegaConf
     from transformers import DataCollatorWithPadding
 
-    from .callbacks import instantiate_callbacks
+    from .callbacks import CounterCheckpoint, instantiate_callbacks
     from .plan import training_arguments
 
     eval_sets = built.eval_sets
@@ -261,6 +273,7 @@ def make_trainer(cfg: Any, plan: Any, built: Any, recorder: Any, kept: list[dict
         ops_convention=str(cfg.get("ops_convention", "neurobench")),
         callbacks=[
             *callbacks,
+            CounterCheckpoint(),
             *_optional_callbacks(cfg, plan, recorder, kept),
             *instantiate_callbacks(cfg.get("callbacks")),
         ],
@@ -303,8 +316,14 @@ def train_or_resume(trainer: SpikeLoraTrainer, checkpoint: Any, preemption: Any 
     """
     from transformers import TrainerState
 
+    from .callbacks import COUNTERS_FILE
+    from .telemetry import load_counter_state
+
     output = None
     state_file = None if checkpoint is None else checkpoint / "trainer_state.json"
+    counters = None if checkpoint is None else checkpoint / COUNTERS_FILE
+    if counters is not None and counters.is_file():
+        load_counter_state(trainer.model, torch.load(counters, weights_only=True))
     if state_file is not None and _training_done(state_file):
         trainer._load_from_checkpoint(str(checkpoint))
         trainer.state = TrainerState.load_from_json(str(state_file))

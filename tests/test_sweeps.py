@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -122,7 +123,9 @@ def test_a_failing_run_does_not_stop_the_sweep_and_status_reports_it(tmp_path):
     proc = cli(["-m", "+sweep=smoke", *fault], tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]  # the sweep finishes, then says a job failed
     assert "run failed, sweep continues" in proc.stderr
-    assert "== multirun: 4 job(s) ==" in proc.stdout and proc.stdout.count("complete ") == 3
+    assert "== multirun: 4 job(s) ==" in proc.stdout
+    table = proc.stdout.split("== multirun: 4 job(s) ==")[1]
+    assert len(re.findall(r"^complete\s", table, re.M)) == 3 and len(re.findall(r"^failed\s", table, re.M)) == 1
     runs = {p.name: RunDir(p).state() for p in (tmp_path / "results" / "smoke_sweep").glob("tiny-*")}
     (failed,) = [name for name, st in runs.items() if st.state == "failed"]
     assert failed.startswith("tiny-cola-spike-r8-vth0.1-lr0.01-p0-s1-")
