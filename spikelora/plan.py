@@ -133,8 +133,8 @@ def _number(name: str, value: Any, *, integer: bool = False) -> Any:
 def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
     """Validate the composed config and derive the run's effective settings, identity and directory.
 
-    ``check_resources=False`` skips what depends on this machine (model path, data files, hub
-    access): for tools that only need run names, such as ``status``.
+    ``check_resources=False`` skips what depends on this machine or needs torch (model path, data
+    files, hub access, ``TrainingArguments``): for tools that only need run names, such as ``status``.
     """
     from .apply import peft_config
     from .tasks import TASKS
@@ -213,8 +213,8 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
         run_dir=run_dir,
         canonical=canonical,
     )
-    training_arguments(cfg, plan)  # every trainer.* key and value is checked by TrainingArguments itself
     if check_resources:
+        training_arguments(cfg, plan)  # every trainer.* key and value is checked by TrainingArguments itself
         _check_data(cfg, spec)
     return plan
 
