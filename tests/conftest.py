@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
 from spikelora.models import deberta_v3_config
+
+# Test helpers (fault callbacks, the W&B record reader) import as top-level modules, as in the
+# subprocesses the tests start with tests/helpers on PYTHONPATH.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 # The six encoder linears of the paper (query/key/value, attention output, FFN in and out).
 DEBERTA_TARGETS = [
