@@ -99,6 +99,7 @@ def quickstart_code() -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_readme_quickstart_runs_as_written(tmp_path):
     code = quickstart_code()
     assert len(code.strip().splitlines()) <= 25

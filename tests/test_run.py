@@ -46,6 +46,7 @@ def test_config_groups_are_complete():
 @pytest.mark.parametrize(
     ("model", "adapter", "logger"), list(itertools.product(groups("model"), groups("adapter"), groups("logger")))
 )
+@pytest.mark.slow
 def test_every_config_composes(model, adapter, logger):
     extra = ["model.name_or_path=/models/x"] if model == "hf" else []
     for task in groups("task"):

@@ -41,6 +41,7 @@ def cli(args: list[str], tmp: Path, env: dict | None = None, module: str = "spik
     )
 
 
+@pytest.mark.slow
 def test_every_sweep_composes_with_the_expected_number_of_jobs():
     assert set(sweep_names()) == set(EXPECTED_JOBS)
     for name, n in EXPECTED_JOBS.items():
@@ -55,6 +56,7 @@ def test_every_sweep_composes_with_the_expected_number_of_jobs():
     assert len(sweep_jobs("rank", ["r=8", "seed=0"])) == 2
 
 
+@pytest.mark.slow
 def test_fast_sweep_expansion_equals_a_full_compose_per_job():
     from hydra import compose, initialize_config_dir
 
@@ -145,6 +147,7 @@ def test_a_failing_run_does_not_stop_the_sweep_and_status_reports_it(tmp_path):
     assert RunDir(tmp_path / "results" / "smoke_sweep" / failed).state().state == "complete"
 
 
+@pytest.mark.slow
 def test_status_tells_stale_from_running_by_the_lock(tmp_path):
     (plan,) = [
         p for p in sweep_plans("smoke", [f"results_dir={tmp_path / 'results'}"]) if p.adapter == "lora" and p.seed == 0

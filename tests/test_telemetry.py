@@ -192,6 +192,7 @@ def test_train_and_eval_calls_are_counted_apart(tiny_deberta, batch):
         spikelora.sparsity_report(model, phase="test")
 
 
+@pytest.mark.slow
 def test_sparsity_counts_are_summed_over_ddp_ranks():
     import subprocess
     import sys
