@@ -19,6 +19,9 @@ from spikelora.record import read_history
 from spikelora.report import build_report, select_vth
 from spikelora.run import run
 
+# Every test here reads the results tree of real tiny runs (about a minute to build): the full suite only.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (experiment_name, overrides) — a few optimiser steps each, several seeds and settings.
