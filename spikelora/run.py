@@ -140,5 +140,32 @@ def main(cfg: DictConfig) -> float | None:
     return job_result(cfg, str(metrics.get("status")), metrics)
 
 
+def fast_help() -> str:
+    """``--help`` without Hydra's listing of every option of every group (seconds of config copies)."""
+    base = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"), resolve=False)
+    groups = {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(CONF_DIR.iterdir())
+        if d.is_dir() and d.name != "hydra"
+    }
+    lines = [
+        "usage: python -m spikelora.run [KEY=VALUE ...] [GROUP=OPTION ...] [+experiment=NAME] [-m for a multirun]",
+        "",
+        "One fine-tuning run (LoRA, SpikeLoRA or full fine-tuning), recorded in results_dir/experiment_name/.",
+        "",
+        "Config groups (GROUP=OPTION; experiment/sweep/search with a leading +):",
+        *(f"  {g:<11} {', '.join(opts)}" for g, opts in groups.items()),
+        "",
+        "Settings (KEY=VALUE; trainer.* are Hugging Face TrainingArguments):",
+        *(f"  {k:<24} {v!s:.70}" for k, v in base.items() if k not in ("defaults", "hydra", "trainer")),
+        "",
+        "The composed config: python -m spikelora.run --cfg job --resolve [overrides]; Hydra's help: --hydra-help",
+    ]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        print(fast_help())
+        sys.exit(0)
     main()
