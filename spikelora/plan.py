@@ -111,7 +111,10 @@ def canonical_config(cfg: DictConfig) -> dict[str, Any]:
     for key in PATH_KEYS:
         group, leaf = key.split(".")
         value = resolved.get(group, {}).get(leaf)
-        if isinstance(value, str) and value != "byte" and is_local_path(value):
+        # task.data_dir is always a local path (null means the hub); model sources may be hub ids.
+        # Whether the path exists yet must not matter (generated data is written by the run).
+        local = key == "task.data_dir" or is_local_path(str(value))
+        if isinstance(value, str) and value != "byte" and local:
             resolved[group][leaf] = str(Path(value).expanduser().resolve())
     return resolved
 

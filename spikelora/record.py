@@ -208,12 +208,15 @@ class RunDir:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def is_complete(self) -> bool:
+    def complete_record(self) -> dict[str, Any] | None:
+        """The complete record, or None (missing or damaged): one read, one history checksum."""
         try:
-            self.load()
+            return self.load()
         except RecordError:
-            return False
-        return True
+            return None
+
+    def is_complete(self) -> bool:
+        return self.complete_record() is not None
 
     def attempt_record(self) -> dict | None:
         try:

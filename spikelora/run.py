@@ -33,16 +33,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     plan = plan_run(cfg)  # every setting is checked here: nothing is written before it passes
     run_dir = RunDir(plan.run_dir)
-    if not cfg.force and run_dir.is_complete():
+    if not cfg.force and (done := run_dir.complete_record()) is not None:
         print(f"skipped (complete): {plan.run_dir}")
-        return run_dir.load()
+        return done
     if not run_dir.acquire():
         print(f"skipped (running in another process): {plan.run_dir}")
         return {"status": "running", "run_name": plan.run_name}
     try:
-        if not cfg.force and run_dir.is_complete():  # completed by another process meanwhile
+        if not cfg.force and (done := run_dir.complete_record()) is not None:  # completed meanwhile
             print(f"skipped (complete): {plan.run_dir}")
-            return run_dir.load()
+            return done
         return _attempt(cfg, plan, run_dir)
     finally:
         run_dir.release()

@@ -209,7 +209,7 @@ class SpikeLoraTrainer(Trainer):
         self.eval_records.append(record)
         self.recorder.append_history([record])
         if self.spike and "wandb" in self.args.report_to:
-            _wandb_module_table(p, self.module_sparsity[p], self.state.global_step)
+            _wandb_module_table(p, self.module_sparsity[p])
         return output
 
     def _last_logged_train_loss(self) -> float | None:
@@ -235,7 +235,7 @@ class SpikeLoraTrainer(Trainer):
         self._flush_steps()
 
 
-def _wandb_module_table(split: str, modules: dict[str, float], step: int) -> None:
+def _wandb_module_table(split: str, modules: dict[str, float]) -> None:
     """Per-module sparsity of an evaluation as a W&B table (HF's callback logs the scalars)."""
     import wandb
 

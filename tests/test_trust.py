@@ -72,6 +72,16 @@ def test_settings_that_cannot_change_a_result_keep_the_identity(change):
     assert name_of(change) == name_of([])
 
 
+def test_identity_does_not_depend_on_whether_the_data_exists_yet(tmp_path, monkeypatch):
+    # The smoke task writes its data during the run: a relative data_dir that does not exist yet
+    # must hash like the same directory once it exists (else every re-run trains again).
+    monkeypatch.chdir(tmp_path)
+    before = plan_run(cfg_of(["+experiment=smoke"]), check_resources=False).run_name
+    (tmp_path / "results" / "smoke" / "data" / "cola").mkdir(parents=True)
+    after = plan_run(cfg_of(["+experiment=smoke"]), check_resources=False).run_name
+    assert before == after
+
+
 def test_the_excluded_settings_are_listed_in_one_place():
     assert {"logger", "results_dir", "force", "keep_checkpoints", "trainer.dataloader_num_workers"} <= set(NOT_IDENTITY)
 
