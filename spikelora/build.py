@@ -41,6 +41,11 @@ def _cap(data: Any, max_train: int | None, max_eval: int | None, spec: TaskSpec)
     return data
 
 
+def split_seed_of(setting: int | str, seed: int) -> int:
+    """The seed of the train/validation split of tasks without one (Subj): fixed, or ``"seed"`` = the run's seed."""
+    return int(seed) if setting == "seed" else int(setting)
+
+
 def build(cfg: DictConfig, plan: Plan) -> Built:
     from .apply import apply_adapter, count_parameters
     from .data import load_task_data, source_fingerprint, tokenize_task
@@ -55,7 +60,7 @@ def build(cfg: DictConfig, plan: Plan) -> Built:
         if data_dir is None:
             raise ValueError("task.synthetic=true needs task.data_dir: where to write the generated files.")
         write_synthetic(spec.name, data_dir)
-    split_seed = int(cfg.task.get("split_seed", 0))
+    split_seed = split_seed_of(cfg.task.get("split_seed", 0), plan.seed)
     raw = load_task_data(spec, data_dir, split_seed=split_seed)
     if data_dir is not None:
         data_id = {"files_sha256": files_sha256(data_files(spec, Path(str(data_dir)).expanduser()))}

@@ -196,8 +196,8 @@ def read_subj(data_dir: Path, split_seed: int = 0, validation_fraction: float = 
     """The raw Pang & Lee files, split stratified into train/validation by ``split_seed``.
 
     Labels: objective (``plot.tok.gt9.5000``) = 0, subjective (``quote.tok.gt9.5000``) = 1.
-    The split depends only on ``split_seed``, never on the training seed, so every seed of a run
-    is evaluated on the same sentences.
+    With a fixed ``split_seed`` every seed of a run is evaluated on the same sentences; the authors'
+    protocol (``task.split_seed: seed``) draws a new split per training seed instead.
     """
     from sklearn.model_selection import train_test_split
 

@@ -173,6 +173,12 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
         value = cfg.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
             raise ConfigError(f"{key} must be a positive integer or null, got {value!r}.")
+    split_seed = cfg.task.get("split_seed", 0)
+    if split_seed != "seed" and (isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0):
+        raise ConfigError(
+            f"task.split_seed must be a non-negative integer (a fixed train/validation split) or 'seed' (a split "
+            f"drawn per training seed, as the SpikeGPT authors did), got {split_seed!r}."
+        )
     max_length = cfg.max_length
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 8:
         raise ConfigError(f"max_length must be an integer > 8, got {max_length!r}.")

