@@ -1,4 +1,4 @@
-"""``python -m spikelora.status [RESULTS_DIR] [--json]``: where every study of the paper stands.
+"""``python -m spikelora.status [RESULTS_DIR] [--sweep NAME] [KEY=VALUE ...] [--json]``: where every study stands.
 
 For each sweep in ``conf/sweep`` it expands the grid into its runs and classifies each one:
 
@@ -11,7 +11,8 @@ For each sweep in ``conf/sweep`` it expands the grid into its runs and classifie
 ``missing``      no record yet
 
 Re-launching a sweep trains exactly the runs that are not complete (interrupted and stale ones
-resume from their checkpoints). The states are defined in :mod:`spikelora.record`.
+resume from their checkpoints). A sweep launched with overrides (``sweeps/launch.sh rank basic
+trainer.max_steps=100``) has other run identities: give ``status`` the same overrides. The states are defined in :mod:`spikelora.record`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from .record import STATES, RecordError, RunDir, check_results_dir
 from .sweeps import sweep_names, sweep_plans
 
 
-def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None) -> dict:
-    """``{sweep: {"counts": {state: n}, "runs": [{run_name, run_dir, state, detail}]}}``."""
+def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, overrides: list[str] = ()) -> dict:
+    """``{sweep: {"counts": {state: n}, "runs": [{run_name, run_dir, state, detail}]}}``.
+
+    ``overrides``: those the sweep was launched with (``trainer.max_steps=100``); they change run identities.
+    """
     check_results_dir(results_dir)
     out = {}
     for name in sweeps or sweep_names():
-        plans = sweep_plans(name, [f"results_dir={results_dir}"])
+        plans = sweep_plans(name, [*overrides, f"results_dir={results_dir}"])
         runs = []
         counts = dict.fromkeys(STATES, 0)
         for plan in plans:
@@ -44,12 +48,23 @@ def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spikelora.status", description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", nargs="?", default="results")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="the overrides the sweep was launched with (as Hydra's)"
+    )
     parser.add_argument("--sweep", action="append", help="only these sweeps (repeatable); default: all")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if "=" in args.results_dir:  # only overrides were given
+        args.overrides, args.results_dir = [args.results_dir, *args.overrides], "results"
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        parser.error(f"not an override (KEY=VALUE): {' '.join(bad)}; the results directory comes first")
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        status = sweep_status(args.results_dir, args.sweep)
-    except (ValueError, RecordError) as err:
+        status = sweep_status(args.results_dir, args.sweep, args.overrides)
+    except (ValueError, RecordError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:

@@ -14,24 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clirun import run_cli
 
 from spikelora.record import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(args: list[str], tmp: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "spikelora.run",
-        *args,
-        f"results_dir={tmp / 'results'}",
-        f"cache_dir={tmp / 'cache'}",
-        "trainer.disable_tqdm=true",
-    ]
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers"), **(env or {})}
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=full_env)
 
 
 def the_run(tmp: Path, experiment: str = "smoke") -> Path:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from clirun import run_cli
 from hydra import compose, initialize_config_dir
 from peft import PeftModel
 
@@ -108,21 +106,6 @@ def test_paper_defaults():
 def test_bad_values_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         plan_run(compose_cfg(overrides))
-
-
-def run_cli(args: list[str], tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "spikelora.run",
-        f"results_dir={tmp_path / 'results'}",
-        f"cache_dir={tmp_path / 'cache'}",
-        "trainer.disable_tqdm=true",
-        *args,
-    ]
-    helpers = str(ROOT / "tests" / "helpers")
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": helpers, **(env or {})}
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=full_env)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from clirun import run_cli
 
 from spikelora.record import RunDir, read_history, read_json
 from spikelora.sweeps import sweep_jobs, sweep_names, sweep_plans
@@ -32,16 +32,11 @@ EXPECTED_JOBS = {
     "smoke": 4,
 }
 SMOKE_RUN = "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s0"  # + "-<identity hash>"
+SHORT = "trainer.max_steps=6"  # sweeps here test launching, not learning: short runs
 
 
 def cli(args: list[str], tmp: Path, env: dict | None = None, module: str = "spikelora.run", **kw):
-    cmd = [sys.executable, "-m", module, *args]
-    if module == "spikelora.run":
-        cmd += [f"results_dir={tmp / 'results'}", f"cache_dir={tmp / 'cache'}", "trainer.disable_tqdm=true"]
-    helpers = {"PYTHONPATH": str(ROOT / "tests" / "helpers")}
-    return subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **helpers, **(env or {})}, **kw
-    )
+    return run_cli(args, tmp, env, module, **kw)
 
 
 @pytest.mark.slow
@@ -97,21 +92,26 @@ def test_every_launcher_config_composes():
 @pytest.mark.slow
 def test_real_multirun_and_relaunch_trains_nothing_new(launcher, tmp_path):
     if launcher == "basic":  # through the launch script users run
-        args = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.disable_tqdm=true"]
+        args = [
+            f"results_dir={tmp_path / 'results'}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "trainer.disable_tqdm=true",
+            SHORT,
+        ]
         proc = subprocess.run(
             ["bash", "sweeps/launch.sh", "smoke", "basic", *args], cwd=ROOT, capture_output=True, text=True, timeout=900
         )
     else:  # the submitit path (SLURM's, run locally): two of the jobs are enough
-        proc = cli(["-m", "+sweep=smoke", f"hydra/launcher={launcher}", "seed=0"], tmp_path)
+        proc = cli(["-m", "+sweep=smoke", f"hydra/launcher={launcher}", "seed=0", "adapter=spike", SHORT], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted((tmp_path / "results" / "smoke_sweep").glob("tiny-*/metrics.json"))
-    assert len(runs) == (4 if launcher == "basic" else 2)
+    assert len(runs) == (4 if launcher == "basic" else 1)
     assert all(read_json(p)["status"] == "complete" for p in runs)
     if launcher != "basic":
         return  # the re-launch below is the same for every launcher; once is enough
     stamps = {p: p.stat().st_mtime_ns for p in runs}
     histories = {p: p.with_name("history.jsonl").read_bytes() for p in runs}
-    proc = cli(["-m", "+sweep=smoke", f"hydra/launcher={launcher}"], tmp_path)
+    proc = cli(["-m", "+sweep=smoke", f"hydra/launcher={launcher}", SHORT], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in runs} == stamps
     assert {p: p.with_name("history.jsonl").read_bytes() for p in runs} == histories
@@ -125,7 +125,7 @@ def test_a_failing_run_does_not_stop_the_sweep_and_status_reports_it(tmp_path):
         "+callbacks.fault.step=3",
         "+callbacks.fault.match=spike-.*-s1-",
     ]
-    proc = cli(["-m", "+sweep=smoke", *fault], tmp_path)
+    proc = cli(["-m", "+sweep=smoke", SHORT, *fault], tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]  # the sweep finishes, then says a job failed
     assert "run failed, sweep continues" in proc.stderr
     assert "== multirun: 4 job(s) ==" in proc.stdout
@@ -135,17 +135,20 @@ def test_a_failing_run_does_not_stop_the_sweep_and_status_reports_it(tmp_path):
     (failed,) = [name for name, st in runs.items() if st.state == "failed"]
     assert failed.startswith("tiny-cola-spike-r8-vth0.1-lr0.01-p0-s1-")
     assert sorted(st.state for st in runs.values()) == ["complete", "complete", "complete", "failed"]
-    status = cli([str(tmp_path / "results"), "--sweep", "smoke", "--json"], tmp_path, module="spikelora.status")
+    # status takes the overrides the sweep was launched with (they are part of the run identities)
+    status = cli([str(tmp_path / "results"), "--sweep", "smoke", SHORT, "--json"], tmp_path, module="spikelora.status")
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)["smoke"]
     assert report["counts"]["complete"] == 3 and report["counts"]["failed"] == 1
     assert sum(report["counts"].values()) == 4
     (bad,) = [r for r in report["runs"] if r["state"] == "failed"]
     assert bad["run_name"] == failed and "injected fault" in bad["detail"]
-    table = cli([str(tmp_path / "results"), "--sweep", "smoke"], tmp_path, module="spikelora.status")
+    table = cli([str(tmp_path / "results"), "--sweep", "smoke", SHORT], tmp_path, module="spikelora.status")
     assert "failed   " + failed in table.stdout
+    unshort = cli([str(tmp_path / "results"), "--sweep", "smoke", "--json"], tmp_path, module="spikelora.status")
+    assert json.loads(unshort.stdout)["smoke"]["counts"]["missing"] == 4  # the full-length runs: none yet
     # Re-launching (without the fault: callbacks are not part of a run's identity) retries the failed run only.
-    proc = cli(["-m", "+sweep=smoke"], tmp_path)
+    proc = cli(["-m", "+sweep=smoke", SHORT], tmp_path)
     assert proc.returncode == 0 and proc.stdout.count("skipped (complete)") == 3
     assert RunDir(tmp_path / "results" / "smoke_sweep" / failed).state().state == "complete"
 
@@ -191,6 +194,7 @@ def test_two_launches_of_the_same_run_never_write_at_once(tmp_path):
         f"results_dir={tmp_path / 'results'}",
         f"cache_dir={tmp_path / 'cache'}",
         "trainer.disable_tqdm=true",
+        "trainer.max_steps=30",
     ]
     procs = [
         subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
@@ -202,5 +206,5 @@ def test_two_launches_of_the_same_run_never_write_at_once(tmp_path):
     assert "skipped (running in another process)" in stdout or "skipped (complete)" in stdout
     (run_dir,) = (tmp_path / "results" / "smoke").glob(SMOKE_RUN + "-*")
     steps = [r["step"] for r in read_history(run_dir / "history.jsonl") if r["type"] == "step"]
-    assert steps == list(range(1, 121))
+    assert steps == list(range(1, 31))
     assert read_json(run_dir / "metrics.json")["status"] == "complete"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import run_cli
 from hydra import compose, initialize_config_dir
 
 from spikelora.data import DataError, read_subj, read_tsv
@@ -132,14 +133,6 @@ def test_offline_hub_without_data_dir_says_how_to_point_at_files(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match=r"task\.data_dir=DIR"):
         plan_run(cfg_of(["model=tiny"]))
-
-
-def run_cli(args: list[str], tmp: Path, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "spikelora.run", f"cache_dir={tmp / 'cache'}", "trainer.disable_tqdm=true", *args]
-    if not any(a.startswith("results_dir=") for a in args):
-        cmd.append(f"results_dir={tmp / 'results'}")
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "helpers"), **(env or {})}
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=full_env, **kw)
 
 
 def test_refused_inputs_write_nothing(tmp_path):
