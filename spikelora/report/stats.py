@@ -109,6 +109,8 @@ def n_for_power(effect: float, sd: float, paired: bool = True, margin: float | N
     # The normal approximation gives a lower bound; the t test needs a few more seeds than that.
     z = stats.norm.ppf(1 - ALPHA) if margin is not None else stats.norm.ppf(1 - ALPHA / 2)
     n0 = ((z + stats.norm.ppf(POWER)) * sd / gap) ** 2 * (1 if paired else 2)
+    if n0 > 1_000_000:  # an effect that is all but zero against its spread (e.g. identical scores)
+        return None
     if n0 > 10_000:
         return math.ceil(n0)
     for n in range(max(2, math.floor(n0)), math.ceil(n0) + 100):
@@ -140,7 +142,10 @@ def directional(est: Estimate, sign: int) -> tuple[str, str]:
     need = n_for_power(est.effect, est.sd, est.paired)
     what = "seed pairs" if est.paired else "seeds per method"
     if need is None:
-        return "inconclusive", "the 95 % CI spans 0 and the observed effect is 0: no n would decide it"
+        return (
+            "inconclusive",
+            "the 95 % CI spans 0 and the observed effect is ≈ 0 against its spread: no n would decide it",
+        )
     return "inconclusive", (
         f"the 95 % CI spans 0; about {need} {what} would decide it (80 % power, α = 0.05, "
         "if the observed effect and spread hold)"
