@@ -252,7 +252,11 @@ def load_task_data(task: str | TaskSpec, data_dir: str | Path | None = None, spl
 def check_data_dir(spec: TaskSpec, data_dir: Path) -> None:
     """Raise :class:`DataError` unless ``data_dir`` holds every original file of ``spec``."""
     if not data_dir.exists():
-        raise DataError(f"task.data_dir={data_dir}: no such directory.")
+        names = list(SUBJ_FILES.values()) if spec.name == "subj" else list(LAYOUTS[spec.name].files.values())
+        raise DataError(
+            f"task.data_dir={data_dir}: no such directory. Point it at a folder holding {spec.name}'s original "
+            f"files ({', '.join(names)}), or leave it null to load from the hub."
+        )
     if not data_dir.is_dir():
         raise DataError(f"task.data_dir {data_dir} is not a directory.")
     names = list(SUBJ_FILES.values()) if spec.name == "subj" else list(LAYOUTS[spec.name].files.values())
