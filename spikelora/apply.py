@@ -47,10 +47,7 @@ def peft_config(
     )
     if adapter.type == "lora":
         return LoraConfig(**common)
-    vth = adapter.v_threshold
-    if isinstance(vth, bool) or not isinstance(vth, (int, float)) or not (math.isfinite(vth) and vth >= 0):
-        raise ValueError(f"vth (the firing threshold, adapter.v_threshold) must be >= 0, got {vth!r}.")
-    gate = {name: adapter[name] for name in GATE_FIELDS}
+    gate = {name: adapter[name] for name in GATE_FIELDS}  # checked by the gate (neuron.validate_gate_args)
     return SpikeLoraConfig(**common, **gate)
 
 

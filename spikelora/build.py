@@ -27,10 +27,9 @@ class Built:
 
 
 def data_files(spec: TaskSpec, data_dir: Path) -> list[Path]:
-    from .data import LAYOUTS, SUBJ_FILES
+    from .data import task_files
 
-    names = SUBJ_FILES.values() if spec.name == "subj" else LAYOUTS[spec.name].files.values()
-    return [data_dir / n for n in names]
+    return [data_dir / n for n in task_files(spec)]
 
 
 def _cap(data: Any, max_train: int | None, max_eval: int | None, spec: TaskSpec) -> Any:

@@ -6,6 +6,7 @@ wheel ships the same files as the package data ``spikelora/conf``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 _PACKAGED = Path(__file__).resolve().parent / "conf"
@@ -28,11 +29,20 @@ def package_dir(name: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))).resolve())
 
 
+def path_part(name: str) -> str:
+    """``${path_part:${experiment_name}}``: ``name`` as one plain directory name. Hydra creates its
+    log folder from the config before the run's plan can refuse a name such as ``../../x``; with
+    this, that folder stays inside ``results_dir`` (a valid name is returned unchanged)."""
+    part = re.sub(r"[^A-Za-z0-9._-]", "_", str(name)).replace("..", "__")
+    return part or "_"
+
+
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
-    if not OmegaConf.has_resolver("package_dir"):
-        OmegaConf.register_new_resolver("package_dir", package_dir)
+    for name, fn in (("package_dir", package_dir), ("path_part", path_part)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 _register_resolvers()

@@ -249,17 +249,21 @@ def load_task_data(task: str | TaskSpec, data_dir: str | Path | None = None, spl
     return DatasetDict(splits)
 
 
+def task_files(spec: TaskSpec) -> list[str]:
+    """The names of ``spec``'s original distribution files."""
+    return list(SUBJ_FILES.values()) if spec.name == "subj" else list(LAYOUTS[spec.name].files.values())
+
+
 def check_data_dir(spec: TaskSpec, data_dir: Path) -> None:
     """Raise :class:`DataError` unless ``data_dir`` holds every original file of ``spec``."""
+    names = task_files(spec)
     if not data_dir.exists():
-        names = list(SUBJ_FILES.values()) if spec.name == "subj" else list(LAYOUTS[spec.name].files.values())
         raise DataError(
             f"task.data_dir={data_dir}: no such directory. Point it at a folder holding {spec.name}'s original "
             f"files ({', '.join(names)}), or leave it null to load from the hub."
         )
     if not data_dir.is_dir():
         raise DataError(f"task.data_dir {data_dir} is not a directory.")
-    names = list(SUBJ_FILES.values()) if spec.name == "subj" else list(LAYOUTS[spec.name].files.values())
     missing = [name for name in names if not (data_dir / name).is_file()]
     if missing:
         raise DataError(

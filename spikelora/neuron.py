@@ -283,10 +283,13 @@ def validate_gate_args(
         raise ValueError(f"Unknown spike mode {mode!r}: use one of {', '.join(map(repr, MODES))}.")
     if reset not in RESETS:
         raise ValueError(f"Unknown spike reset {reset!r}: use 'hard' (to zero) or 'soft' (subtract V_θ).")
+    for name, value in (("v_threshold", v_threshold), ("tau", tau), ("surrogate_alpha", surrogate_alpha)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}.")
     if not math.isfinite(v_threshold) or v_threshold < 0:
         raise ValueError(
-            f"v_threshold must be a finite number >= 0, got {v_threshold}. A negative threshold makes the "
-            "neuron fire on negative activations; use 0 for the least sparsity."
+            f"vth (the firing threshold): v_threshold must be >= 0 and finite, got {v_threshold}. A negative "
+            "threshold makes the neuron fire on negative activations; use 0 for the least sparsity."
         )
     if not math.isfinite(tau) or tau <= 0:
         raise ValueError(f"tau must be a positive number, got {tau}.")

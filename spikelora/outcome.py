@@ -17,7 +17,7 @@ from .record import utc_now
 JOB_FILE = "spikelora_job.json"
 
 
-def assemble(attempt, plan, built, trainer, train_output, t0: float, checkpoint) -> dict[str, Any]:
+def assemble(attempt, plan, built, trainer, train_output, t0: float) -> dict[str, Any]:
     """The complete record of an attempt (``metrics.json``) from the trainer's evaluations and the history.
 
     Everything is derived from the history and the evaluation records, never from the Trainer's
@@ -45,7 +45,7 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float, checkpoint)
         runtime_s=time.time() - t0,
         train_runtime_s=(train_output.metrics.get("train_runtime") if train_output is not None else None),
         tokenized_from_cache=built.tokenized_from_cache,
-        resumed_from_step=None if checkpoint is None else int(checkpoint.name.split("-")[1]),
+        resumed_from_step=attempt.info.get("resumed_from_step"),  # set by Attempt.start
     )
     info = {k: v for k, v in attempt.info.items() if k not in ("timing", "resumed_from_step")}
     info["provenance"] = {**info.get("provenance", {}), "data": built.facts["data"], "model": built.facts["model_id"]}

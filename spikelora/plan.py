@@ -280,11 +280,13 @@ def training_arguments(cfg: DictConfig, plan: Plan, output_dir: Path | None = No
     """``TrainingArguments`` from ``trainer.*``: the only place they are built."""
     from transformers import TrainingArguments
 
+    from .tracking import wandb_enabled
+
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.update(
         seed=plan.seed,
         output_dir=str(output_dir or plan.run_dir / "attempt" / "checkpoints"),
-        report_to=["wandb"] if cfg.logger.get("wandb", False) else [],
+        report_to=["wandb"] if wandb_enabled(cfg) else [],
         logging_dir=None,
         label_names=["labels"],
     )

@@ -111,6 +111,12 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def checkpoint_step(path: Path | None) -> int | None:
+    """N of a ``checkpoint-N`` directory (None for no checkpoint or another name)."""
+    m = re.fullmatch(r"checkpoint-(\d+)", path.name) if path is not None else None
+    return int(m.group(1)) if m else None
+
+
 def read_history(path: Path) -> list[dict]:
     """The records of a ``history.jsonl``; a torn last line (a run killed mid-write) is dropped."""
     if not path.exists():
@@ -328,9 +334,9 @@ class Attempt:
         """The newest complete ``checkpoints/checkpoint-N`` (HF writes ``trainer_state.json`` last)."""
         found = []
         for path in self.checkpoint_dir.glob("checkpoint-*"):
-            m = re.fullmatch(r"checkpoint-(\d+)", path.name)
-            if m and (path / "trainer_state.json").exists():
-                found.append((int(m.group(1)), path))
+            step = checkpoint_step(path)
+            if step is not None and (path / "trainer_state.json").exists():
+                found.append((step, path))
         return max(found)[1] if found else None
 
     def start(self, config_yaml: str, info: dict[str, Any], resume_step: int | None) -> list[dict]:

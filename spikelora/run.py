@@ -56,7 +56,7 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
     from .export import write_card
     from .outcome import assemble, print_summary
     from .provenance import git_state, machine, versions
-    from .record import utc_now
+    from .record import checkpoint_step, utc_now
     from .tracking import finish_wandb, start_wandb
     from .trainer import make_trainer, train_or_resume
 
@@ -73,7 +73,7 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
         },
         "timing": {"started_utc": utc_now()},
     }
-    kept = attempt.start(OmegaConf.to_yaml(cfg, resolve=True), info, _step(checkpoint))
+    kept = attempt.start(OmegaConf.to_yaml(cfg, resolve=True), info, checkpoint_step(checkpoint))
     wandb_run = None
     with Preemption(list(cfg.preempt_signals)) as preemption:
         try:
@@ -88,7 +88,7 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
                 raise Preempted(preemption.signum)
             if cfg.save_adapter and plan.adapter != "full" and attempt.writer:
                 built.model.save_pretrained(str(attempt.adapter_dir))
-            metrics = assemble(attempt, plan, built, trainer, train_output, t0, checkpoint)
+            metrics = assemble(attempt, plan, built, trainer, train_output, t0)
             for adapter_dir in (attempt.adapter_dir, attempt.best_adapter_dir):
                 if adapter_dir.is_dir():
                     write_card(adapter_dir, metrics)
@@ -103,10 +103,6 @@ def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
     finish_wandb(wandb_run, ok=True)
     print_summary(metrics, plan)
     return {**metrics, "status": "complete"}
-
-
-def _step(checkpoint) -> int | None:
-    return None if checkpoint is None else int(checkpoint.name.split("-")[1])
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -3,6 +3,7 @@ of ../shared/data/glue (skipped where that folder is absent), and its committed 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -59,9 +60,11 @@ def test_a_short_run_on_the_real_files(task, tmp_path):
     (run_dir,) = (tmp_path / "results" / "cpu_glue").glob(f"minilm_l6-{task}-spike-*")
     m = RunDir(run_dir).load()
     assert m["train_samples"] == {"rte": 2490, "stsb": 5749}[task]
+    sha = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
     files = m["provenance"]["data"]["files_sha256"]
-    assert set(files) == {"train.tsv", "dev.tsv"}
-    assert m["provenance"]["model"]["files_sha256"]  # the real weights, fingerprinted
+    assert files == {name: sha(GLUE / task / name) for name in ("train.tsv", "dev.tsv")}
+    weights = Path(cfg_of([]).model.name_or_path) / "model.safetensors"
+    assert m["provenance"]["model"]["files_sha256"]["model.safetensors"] == sha(weights)  # the real weights
     assert 0.0 < m["final"]["eval_sparsity"] < 1.0 and 0.0 < m["final"]["eval_sparsity_reference"] < 1.0
 
 

@@ -38,21 +38,23 @@ def test_import_is_light_and_registration_follows_peft():
         assert mapping.PEFT_TYPE_TO_CONFIG_MAPPING["SPIKELORA"] is SpikeLoraConfig
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("module", ["spikelora.run", "spikelora.status", "spikelora.report", "spikelora.export"])
 def test_help_answers_without_loading_torch(module):
-    code = f"import runpy, sys; sys.argv = ['{module}', '--help']\ntry:\n runpy.run_module('{module}', run_name='__main__')\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch was imported'"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    code = f"import runpy, sys; sys.argv = ['{module}', '--help']\ntry:\n runpy.run_module('{module}', run_name='__main__')\nexcept SystemExit as e:\n assert e.code in (0, None), e.code\nassert 'torch' not in sys.modules, 'torch was imported'"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "usage" in proc.stdout.lower() or "== Config ==" in proc.stdout or "spikelora" in proc.stdout
+    assert proc.stdout.startswith(f"usage: python -m {module}"), proc.stdout[:200]
+    if module == "spikelora.run":
+        assert "Config groups" in proc.stdout
 
 
 def test_report_help_lists_its_subcommands():
     proc = subprocess.run(
-        [sys.executable, "-m", "spikelora.report", "--help"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "spikelora.report", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0
     assert "select-vth" in proc.stdout
@@ -171,6 +173,7 @@ def test_export_writes_a_hub_ready_folder_with_the_hub_id(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "adapter_config.json").read_text())
@@ -185,7 +188,11 @@ def test_export_writes_a_hub_ready_folder_with_the_hub_id(tmp_path):
         f"m = PeftModel.from_pretrained(base, {str(out)!r})\nprint(type(m.peft_config['default']).__name__)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
     )
     assert proc.returncode == 0 and "SpikeLoraConfig" in proc.stdout, proc.stderr[-2000:]
     again = subprocess.run(
@@ -193,6 +200,7 @@ def test_export_writes_a_hub_ready_folder_with_the_hub_id(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
+        timeout=600,
     )
     assert again.returncode == 2 and "not empty" in again.stderr
 

@@ -207,6 +207,9 @@ def test_half_precision_keeps_dtype(dtype, learnable):
         ({"mode": "bursty"}, "Unknown spike mode 'bursty'"),
         ({"reset": "partial"}, "Unknown spike reset"),
         ({"surrogate_alpha": 0.0}, "surrogate_alpha must be > 0"),
+        ({"tau": "2"}, "tau must be a number"),
+        ({"surrogate_alpha": None}, "surrogate_alpha must be a number"),
+        ({"v_threshold": True}, "v_threshold must be a number"),
     ],
 )
 def test_bad_gate_arguments_are_rejected(kwargs, message):

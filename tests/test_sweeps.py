@@ -196,6 +196,22 @@ def test_two_launches_of_the_same_run_never_write_at_once(tmp_path):
         "trainer.disable_tqdm=true",
         "trainer.max_steps=30",
     ]
+    # Deterministically first: while a live process holds the run's lock, a launch skips it and writes nothing.
+    from hydra import compose, initialize_config_dir
+
+    from spikelora.plan import plan_run
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        plan = plan_run(compose(config_name="config", overrides=cmd[3:]), check_resources=False)
+    holder = RunDir(plan.run_dir)
+    assert holder.acquire()
+    try:
+        held = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    finally:
+        holder.release()
+    assert held.returncode == 0 and "skipped (running in another process)" in held.stdout, held.stderr[-2000:]
+    assert not (plan.run_dir / "metrics.json").exists() and not (plan.run_dir / "attempt").exists()
+    # Then two real launches at once: exactly one trains, whichever order they reach the lock in.
     procs = [
         subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]

@@ -137,12 +137,13 @@ def test_offline_hub_without_data_dir_says_how_to_point_at_files(monkeypatch):
 
 def test_refused_inputs_write_nothing(tmp_path):
     # Every refusal in the plan is covered above in-process; one through the command line is enough here.
-    for bad in (["experiment_name=../../escaped", "trainer.per_device_train_batch_size=0"],):
-        proc = run_cli(["+experiment=smoke", *bad], tmp_path)
+    for bad in ("experiment_name=../../escaped", "trainer.per_device_train_batch_size=0"):
+        proc = run_cli(["+experiment=smoke", bad], tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
-    runs = [p for p in (tmp_path / "results").rglob("*") if p.name in ("metrics.json", ".lock", "attempt")]
-    assert runs == [] and not (tmp_path / "escaped").exists()
+    runs = [p for p in tmp_path.rglob("*") if p.name in ("metrics.json", ".lock", "attempt")]
+    # results_dir/../../escaped is beside tmp_path: where an escaped record would have gone
+    assert runs == [] and not (tmp_path.parent / "escaped").exists()
 
 
 # ---------------------------------------------------------------------------------- data files
@@ -238,6 +239,7 @@ def test_report_lists_malformed_records_and_goes_on(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in bad:
@@ -251,7 +253,9 @@ def test_report_and_status_refuse_a_missing_directory_or_a_file(tool, tmp_path):
         args = [str(target)] + (
             ["--out", str(tmp_path / "out")] if tool == "spikelora.report" else ["--sweep", "smoke"]
         )
-        proc = subprocess.run([sys.executable, "-m", tool, *args], cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", tool, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 2, (tool, target, proc.stdout[-500:])
         assert "no such results directory" in proc.stderr or "is a file" in proc.stderr
     assert not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,23 @@ def starting_sparsity(df: pd.DataFrame) -> Stat:
     return stat(values)
 
 
+def _study(tables: dict, df: pd.DataFrame, experiment: str, tasks: tuple[str, ...], paper_of: str, table_fn):
+    """Add a study's table (over the runs it shows) to ``tables``; return it, the statistics of its
+    paper-setting runs and the notes for its paper-vs-ours table (see :func:`like_for_like`)."""
+    kept, on_paper, notes, vs = like_for_like(df, experiment, tasks, paper_of)
+    table, _ = table_fn(kept)
+    table.notes += notes
+    tables[table.name] = table
+    _, stats = table_fn(on_paper)
+    return table, stats, vs
+
+
+def _vs_paper(tables: dict, name: str, title: str, entries: list, notes: list[str]) -> None:
+    c = comparison(name, title, entries)
+    c.notes += notes
+    tables[c.name] = c
+
+
 def build_report(
     results_dir: str | Path,
     out: str | Path,
@@ -153,27 +171,18 @@ def build_report(
         ("table1_rank", "Table 1: rank on CoLA", "rank", "r", paper.RANKS, "r", paper.TABLE1),
         ("table2_lr", "Table 2: learning rate on CoLA", "lr", "lr", paper.LRS, "lr", paper.TABLE2),
     ):
-        kept, on_paper, notes, vs = like_for_like(df, experiment, ("cola",), "glue")
-        t, _ = method_sweep(kept, name=name, title=title, experiment=experiment, param=param, grid=grid, label=label)
-        t.notes += notes
-        _, stats = method_sweep(
-            on_paper, name=name, title=title, experiment=experiment, param=param, grid=grid, label=label
+        sweep = partial(
+            method_sweep, name=name, title=title, experiment=experiment, param=param, grid=grid, label=label
         )
-        tables[t.name] = t
+        t, stats, vs = _study(tables, df, experiment, ("cola",), "glue", sweep)
         entries = []
         for method, metrics in published.items():
             for metric, by_value in metrics.items():
                 for v in grid:
                     entries.append((f"{method} {metric} {label}={v:g}", by_value[v], stats[method, v][metric]))
-        c = comparison(f"{t.name}_vs_paper", f"{t.title}: paper vs ours", entries)
-        c.notes += vs
-        tables[c.name] = c
+        _vs_paper(tables, f"{t.name}_vs_paper", f"{t.title}: paper vs ours", entries, vs)
 
-    kept, on_paper, notes, vs = like_for_like(df, "glue", paper.GLUE, "glue")
-    t3, _ = glue_table(kept)
-    t3.notes += notes
-    tables[t3.name] = t3
-    _, s3 = glue_table(on_paper)
+    _, s3, vs = _study(tables, df, "glue", paper.GLUE, "glue", glue_table)
     col_of = {
         "cola": "CoLA MCC",
         "sst2": "SST-2 Acc",
@@ -192,29 +201,14 @@ def build_report(
             entries.append((f"{method} {key}", value, ours))
     for task, value in paper.TABLE3["sparsity"].items():
         entries.append((f"spike sparsity {task}", value, s3["spike", "sparsity", task]))
-    c = comparison("table3_glue_vs_paper", "Table 3: paper vs ours", entries)
-    c.notes += vs
-    tables[c.name] = c
+    _vs_paper(tables, "table3_glue_vs_paper", "Table 3: paper vs ours", entries, vs)
 
-    kept, on_paper, notes, vs = like_for_like(df, "spikegpt", ("subj",), "subj")
-    t4, _ = spikegpt_table(kept)
-    t4.notes += notes
-    tables[t4.name] = t4
-    _, s4 = spikegpt_table(on_paper)
-    c = comparison(
-        "table4_spikegpt_vs_paper",
-        "Table 4: paper vs ours",
-        [(f"{m} Subj accuracy", v, s4[m]) for m, v in paper.TABLE4.items()],
-    )
-    c.notes += vs
-    tables[c.name] = c
+    _, s4, vs = _study(tables, df, "spikegpt", ("subj",), "subj", spikegpt_table)
+    entries = [(f"{m} Subj accuracy", v, s4[m]) for m, v in paper.TABLE4.items()]
+    _vs_paper(tables, "table4_spikegpt_vs_paper", "Table 4: paper vs ours", entries, vs)
 
     tables["appendix_hyperparameters"] = hyperparameter_table(Path(conf_dir))
-    kept, on_paper, notes, vs = like_for_like(df, "vth", ("cola",), "glue")
-    tv, _ = vth_table(kept)
-    tv.notes += notes
-    tables[tv.name] = tv
-    _, sv = vth_table(on_paper)
+    _, sv, vs = _study(tables, df, "vth", ("cola",), "glue", vth_table)
     entries = []
     for v, (sp, mcc, loss, drop) in paper.VTH_TABLE.items():
         sd_sp, sd_mcc, sd_loss = paper.VTH_TABLE_STD[v]
@@ -233,15 +227,9 @@ def build_report(
         ("LoRA loss", paper.VTH_LORA[1], sv["lora"]["eval_loss"]),
         ("LoRA loss std", paper.VTH_LORA_STD[1], _std(sv["lora"]["eval_loss"])),
     ]
-    c = comparison("appendix_vth_vs_paper", "Appendix V_θ: paper vs ours", entries)
-    c.notes += vs
-    tables[c.name] = c
+    _vs_paper(tables, "appendix_vth_vs_paper", "Appendix V_θ: paper vs ours", entries, vs)
 
-    kept, on_paper, notes, vs = like_for_like(df, "dropout", ("cola",), "glue")
-    td, _ = dropout_table(kept)
-    td.notes += notes
-    tables[td.name] = td
-    _, sd = dropout_table(on_paper)
+    _, sd, vs = _study(tables, df, "dropout", ("cola",), "glue", dropout_table)
     entries = []
     for (p, method), (mcc, g) in paper.DROPOUT_TABLE.items():
         sd_mcc, sd_gap = paper.DROPOUT_TABLE_STD[p, method]
@@ -259,9 +247,7 @@ def build_report(
             (f"p>0 {method} gap", g, sd["> 0", method]["gen_gap"]),
             (f"p>0 {method} gap std", sd_gap, _std(sd["> 0", method]["gen_gap"])),
         ]
-    c = comparison("appendix_dropout_vs_paper", "Appendix dropout: paper vs ours", entries)
-    c.notes += vs
-    tables[c.name] = c
+    _vs_paper(tables, "appendix_dropout_vs_paper", "Appendix dropout: paper vs ours", entries, vs)
 
     # §4.1.1 starting sparsity, §4.2.2 grad-norm mean ± std, §4.2.3 training time: paper model only.
     paper_df = df[df["paper_model"].astype(bool)] if "paper_model" in df else df
@@ -284,8 +270,9 @@ def build_report(
     if series is not None:
         for m, x in (("lora", series[0]), ("spike", series[1])):
             grad[m] = (Stat(float(x.mean()), math.nan, 1), Stat(float(x.std(ddof=1)), math.nan, 1))
-    entries = [("§4.1.1 starting sparsity % (V_θ = 0.1)", paper.STARTING_SPARSITY[0], starting_sparsity(paper_df))]
-    entries.append(("§4.1.1 starting sparsity std", paper.STARTING_SPARSITY[1], _std(starting_sparsity(paper_df))))
+    start = starting_sparsity(paper_df)
+    entries = [("§4.1.1 starting sparsity % (V_θ = 0.1)", paper.STARTING_SPARSITY[0], start)]
+    entries.append(("§4.1.1 starting sparsity std", paper.STARTING_SPARSITY[1], _std(start)))
     for m in ("lora", "spike"):
         entries.append(
             (f"§4.2.2 {m} grad norm mean", paper.GRADNORM_MEAN_STD[m][0], grad.get(m, (MISSING, MISSING))[0])
@@ -294,13 +281,13 @@ def build_report(
     for m in ("lora", "spike"):
         entries.append((f"§4.2.3 {m} training minutes (CoLA)", paper.TRAINING_MINUTES[m][0], minutes[m]))
     entries.append(("§4.2.3 training-time overhead %", round(paper.TRAINING_OVERHEAD, 1), overhead))
-    c = comparison("section4_vs_paper", "Section 4 figures: paper vs ours", entries)
-    c.notes += [
-        f"Ours: only runs of {PAPER_MODEL_TEXT['glue']}. Starting sparsity: the first logged train sparsity of the "
-        "SpikeLoRA rank and lr runs at V_θ = 0.1; grad norms: the gradnorm pair, one value per logging window (100 steps, the paper's n ≈ 53); training minutes: "
-        "train_runtime_s of the GLUE CoLA runs (hardware-dependent)."
-    ]
-    tables[c.name] = c
+    note = (
+        f"Ours: only runs of {PAPER_MODEL_TEXT['glue']}. Starting sparsity: the evaluation at step 0 (else the first "
+        "logged train sparsity) of the SpikeLoRA rank and lr runs at V_θ = 0.1; grad norms: the gradnorm pair, one "
+        "value per logging window (100 steps, the paper's n ≈ 53); training minutes: train_runtime_s of the GLUE "
+        "CoLA runs (hardware-dependent)."
+    )
+    _vs_paper(tables, "section4_vs_paper", "Section 4 figures: paper vs ours", entries, [note])
 
     for t in tables.values():
         write_table(t, out / "tables", expected_seeds)

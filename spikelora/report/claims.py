@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..record import RunDir
 from . import paper
 from .collect import GLUE_TASKS, collect
 from .stats import NAN, Estimate, directional, equivalence, one_sample, tost, two_sample
@@ -335,7 +336,7 @@ def c2_glue_sparsity(df: pd.DataFrame) -> list[Claim]:
             c.verdict, c.note = "no data", f"no SpikeLoRA GLUE runs at V_θ = {PAPER_VTH:g}."
             out.append(c)
             continue
-        ests = {t: one_sample(v, mu0=floor, test=base["test"]) for t, (v, _, _) in per_task.items()}
+        ests = {t: one_sample(v, mu0=floor) for t, (v, _, _) in per_task.items()}
         worst = min(ests, key=lambda t: (ests[t].effect, t))
         est = ests[worst]
         means = {t: float(np.mean(v)) for t, (v, _, _) in per_task.items()}
@@ -407,7 +408,7 @@ def c3d_gen_gap_with_dropout(df: pd.DataFrame) -> list[Claim]:
     return _gap_claims(df, "C3d", dropout_only=True)
 
 
-def _trend_claims(df: pd.DataFrame, cid: str, x: str, log: bool, base: dict) -> list[Claim]:
+def _trend_claims(df: pd.DataFrame, x: str, log: bool, base: dict) -> list[Claim]:
     spike = df[df["adapter"] == "spike"] if not df.empty else df
     keys = [k for k in (*PAIR_KEYS, "vth") if k != x]
     out = []
@@ -448,7 +449,7 @@ def c4_sparsity_rises_with_lr(df: pd.DataFrame) -> list[Claim]:
         ours="",
         test="per-seed OLS slope of sparsity on log10(lr); one-sample t + Wilcoxon signed-rank of the slopes",
     )
-    return _trend_claims(df, "C4a", "lr", True, base)
+    return _trend_claims(df, "lr", True, base)
 
 
 @claim
@@ -464,7 +465,7 @@ def c4_sparsity_rises_with_vth(df: pd.DataFrame) -> list[Claim]:
         ours="",
         test="per-seed OLS slope of sparsity (%) on V_θ; one-sample t + Wilcoxon signed-rank of the slopes",
     )
-    return _trend_claims(df, "C4b", "vth", False, base)
+    return _trend_claims(df, "vth", False, base)
 
 
 @claim
@@ -505,39 +506,37 @@ def c4_collapse_above_one(df: pd.DataFrame) -> list[Claim]:
     return out or _no_data(Claim(**base), "no SpikeLoRA runs at both V_θ ≤ 1 and V_θ > 1")
 
 
-def _grad_norms(run_dir: str, sample: str = "window") -> dict[int, float]:
-    """``{step: pre-clip grad norm}`` of a run's history.
+def grad_norms(history: list[dict], sample: str = "window") -> dict[int, float]:
+    """``{step: pre-clip grad norm}`` of a run's history (:meth:`spikelora.record.RunDir.history`).
 
     ``sample="window"``: one value per logging window, the one Hugging Face logs (the norm at the
     window's last step), as the authors' only grad-norm source was HF's ``log_history``; the
     paper's p-value implies about 53 pairs, i.e. a 100-step window over CoLA's 5,360 steps
     (``conf/experiment/gradnorm.yaml`` logs every 100 steps). ``sample="step"``: every step.
     """
-    path = Path(run_dir) / "history.jsonl"
     kind = "train_log" if sample == "window" else "step"
-    out = {}
-    if not path.exists():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and r.get("type") == kind and _f(r.get("grad_norm")) is not None:
-            out[int(r["step"])] = float(r["grad_norm"])
-    return out
+    return {
+        int(r["step"]): float(r["grad_norm"])
+        for r in history
+        if r.get("type") == kind and _f(r.get("grad_norm")) is not None
+    }
 
 
-def gradnorm_pairs(df: pd.DataFrame, sample: str = "window") -> list[tuple[tuple, Cell, int, np.ndarray, np.ndarray]]:
-    """(group key, cell, seed, LoRA norms, SpikeLoRA norms) aligned by step, for every seed pair."""
+def gradnorm_pairs(df: pd.DataFrame) -> list[tuple[tuple, Cell, int, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """(group key, cell, seed, ``{sample: (LoRA norms, SpikeLoRA norms)}`` aligned by step) for every
+    seed pair with at least 3 logging windows; ``sample`` is ``"window"`` and ``"step"``."""
     out = []
     for key, g in _groups(df):
         for cell in cells(g):
             for s in cell.seeds:
-                a, b = _grad_norms(cell.lora[s]["run_dir"], sample), _grad_norms(cell.spike[s]["run_dir"], sample)
-                common = sorted(set(a) & set(b))
-                if len(common) >= 3:
-                    out.append((key, cell, s, np.array([a[i] for i in common]), np.array([b[i] for i in common])))
+                series = {}
+                histories = [RunDir(cell.lora[s]["run_dir"]).history(), RunDir(cell.spike[s]["run_dir"]).history()]
+                for sample in ("window", "step"):
+                    a, b = (grad_norms(h, sample) for h in histories)
+                    common = sorted(set(a) & set(b))
+                    series[sample] = (np.array([a[i] for i in common]), np.array([b[i] for i in common]))
+                if len(series["window"][0]) >= 3:
+                    out.append((key, cell, s, series))
     return out
 
 
@@ -566,11 +565,11 @@ def c5_gradnorm(df: pd.DataFrame) -> list[Claim]:
         test="paired t + Wilcoxon signed-rank over seed pairs of (mean SpikeLoRA − mean LoRA grad norm), "
         "one value per logging window",
     )
-    pairs = gradnorm_pairs(df, "window")
-    every_step = {(key, s): (a, b) for key, _, s, a, b in gradnorm_pairs(df, "step")}
+    every_step = {}
     by_group: dict[tuple, list] = {}
-    for key, cell, s, a, b in pairs:
-        by_group.setdefault(key, []).append((cell, s, a, b))
+    for key, cell, s, series in gradnorm_pairs(df):
+        by_group.setdefault(key, []).append((cell, s, *series["window"]))
+        every_step[key, s] = series["step"]
     out = []
     for key, items in by_group.items():
         g = df[[_key(r, GROUP_KEYS) == key for _, r in df.iterrows()]]
@@ -581,7 +580,7 @@ def c5_gradnorm(df: pd.DataFrame) -> list[Claim]:
             (_, _, a, b) = items[0]
             res = stats.pearsonr(a, b)
             ci = res.confidence_interval(0.95)
-            est = Estimate(float(res.statistic), float(ci.low), float(ci.high), 1, float(res.pvalue), NAN, NAN, "")
+            est = Estimate(float(res.statistic), float(ci.low), float(ci.high), 1, float(res.pvalue), NAN, NAN)
             c.note = f"one seed pair, {len(a)} logging windows: the interval is over windows, not seeds"
         else:
             z = np.arctanh(np.clip(rs, -0.999999, 0.999999))
@@ -594,7 +593,6 @@ def c5_gradnorm(df: pd.DataFrame) -> list[Claim]:
                 ez.p_value,
                 ez.p_rank,
                 ez.sd,
-                "",
             )
         n_windows = "/".join(str(len(a)) for _, _, a, _ in items)
         c.ours = (
@@ -613,7 +611,7 @@ def c5_gradnorm(df: pd.DataFrame) -> list[Claim]:
             if math.isfinite(est.ci_high) and est.ci_high < 0
             # the n that would decide it, from the spread of the pairs' Fisher-z values
             else directional(
-                ez if len(items) > 1 else Estimate(est.effect, est.ci_low, est.ci_high, 1, NAN, NAN, NAN, ""), +1
+                ez if len(items) > 1 else Estimate(est.effect, est.ci_low, est.ci_high, 1, NAN, NAN, NAN), +1
             )
         )
         out.append(_fill(c, est, verdict))
@@ -865,7 +863,7 @@ def c10_efficiency(df: pd.DataFrame) -> list[Claim]:
             if not vals:
                 continue
             c = Claim(**base, group=_label(gkey), paper_setting=_is_paper(g))
-            est = one_sample([v for v, _ in vals], mu0=0.0, test=base["test"])
+            est = one_sample([v for v, _ in vals], mu0=0.0)
             c.ours = f"{est.effect:.2f} ({len(vals)} runs; mean sparsity {pd.to_numeric(g['sparsity']).mean():.1f} %)"
             c.runs = sorted(d for _, d in vals)
             if key == "vs_merged":

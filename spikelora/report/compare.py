@@ -15,7 +15,6 @@ Keys (``--by`` and ``--metric``) are any keys of a run record (``metrics.json``)
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,6 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..record import RunDir
 from .collect import _final_values, collect, identity
 from .figures import save_figure
 
@@ -161,23 +161,15 @@ def write_compare(table: pd.DataFrame, out: str | Path, title: str = "Run compar
 
 # ------------------------------------------------------------------------------------ figures
 def sparsity_history(run_dir: str | Path) -> tuple[dict[int, float], dict[int, float]]:
-    """({step: train sparsity %}, {step: eval sparsity %}) from a run's ``history.jsonl``."""
+    """({step: train sparsity %}, {step: eval sparsity %}) from a run's history."""
     train, evals = {}, {}
-    path = Path(run_dir) / "history.jsonl"
-    if not path.exists():
-        return train, evals
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for r in RunDir(run_dir).history():
         if r.get("type") == "train_log" and r.get("sparsity") is not None:  # HF's training log: plain names
             train[int(r["step"])] = 100.0 * float(r["sparsity"])
         elif r.get("type") == "eval":
-            split = r.get("split", "eval")
-            v = r.get(f"{split}_sparsity")
-            if v is not None:
-                evals[int(r["step"])] = 100.0 * float(v)
+            value = r.get(f"{r.get('split', 'eval')}_sparsity")
+            if value is not None:
+                evals[int(r["step"])] = 100.0 * float(value)
     return train, evals
 
 
@@ -199,9 +191,9 @@ def sparsity_figure(records, by: Iterable[str], out: str | Path, name: str = "sp
     drawn = False
     for _, g in frame.groupby(keys, dropna=False, sort=True):
         label = _group_label(g.iloc[0], [k for k in keys if k not in IDENTITY[:2] or frame[k].nunique() > 1])
+        histories = [sparsity_history(d) for d in g["run_dir"].dropna()]  # each history read once
         for ax, idx in ((axes[0], 0), (axes[1], 1)):
-            series = [sparsity_history(d)[idx] for d in g["run_dir"].dropna()]
-            series = [s for s in series if s]
+            series = [h[idx] for h in histories if h[idx]]
             if not series:
                 continue
             steps = sorted(set.intersection(*(set(s) for s in series)))

@@ -113,23 +113,18 @@ def heatmap_figure(df: pd.DataFrame, out: Path, experiment: str = "sparsity") ->
     return save_figure(fig, out, "fig3_sparsity_heatmap")
 
 
-def gradnorm_series(
-    df: pd.DataFrame, experiment: str = "gradnorm", sample: str = "window"
-) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Aligned grad norms (LoRA, SpikeLoRA) of the same seed, or None.
+def gradnorm_series(df: pd.DataFrame, experiment: str = "gradnorm") -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Grad norms (LoRA, SpikeLoRA) of the same seed aligned by step, one per logging window (the
+    paper's sample: :func:`spikelora.report.claims.grad_norms`), or None."""
+    from .claims import grad_norms
 
-    ``sample="window"``: one value per logging window, as Hugging Face logs it (the paper's sample;
-    see :func:`spikelora.report.claims._grad_norms`); ``"step"``: every optimiser step.
-    """
-    kind = "train_log" if sample == "window" else "step"
     runs = select(df, experiment=experiment)
     for seed in sorted(runs.get("seed", pd.Series(dtype=int)).dropna().unique()):
         pair = {}
         for method in ("lora", "spike"):
             sub = select(runs, adapter=method, seed=int(seed))
             if not sub.empty:
-                rows = [r for r in RunDir(sub.iloc[0]["run_dir"]).history() if r["type"] == kind]
-                pair[method] = {r["step"]: r["grad_norm"] for r in rows if r.get("grad_norm") is not None}
+                pair[method] = grad_norms(RunDir(sub.iloc[0]["run_dir"]).history(), "window")
         if len(pair) == 2:
             common = sorted(set(pair["lora"]) & set(pair["spike"]))
             return np.array([pair["lora"][s] for s in common]), np.array([pair["spike"][s] for s in common]), int(seed)

@@ -30,19 +30,18 @@ class Estimate:
     p_value: float
     p_rank: float  # Wilcoxon signed-rank (paired / one-sample) or Mann-Whitney U (unpaired)
     sd: float  # sd of the differences (paired) or pooled sd (unpaired)
-    test: str
     paired: bool = True
 
 
-def one_sample(values, mu0: float = 0.0, test: str = "paired t + Wilcoxon signed-rank") -> Estimate:
+def one_sample(values, mu0: float = 0.0) -> Estimate:
     """Mean of ``values - mu0`` with its t interval: paired differences, or a one-sample test."""
     d = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float) - mu0
     n = len(d)
     if n == 0:
-        return Estimate(NAN, NAN, NAN, 0, NAN, NAN, NAN, test)
+        return Estimate(NAN, NAN, NAN, 0, NAN, NAN, NAN)
     effect = float(d.mean())
     if n == 1:
-        return Estimate(effect, NAN, NAN, 1, NAN, NAN, NAN, test)
+        return Estimate(effect, NAN, NAN, 1, NAN, NAN, NAN)
     sd = float(d.std(ddof=1))
     if sd == 0.0:  # every seed gives the same difference: the interval is that value
         lo = hi = effect
@@ -57,19 +56,19 @@ def one_sample(values, mu0: float = 0.0, test: str = "paired t + Wilcoxon signed
             p_rank = float(stats.wilcoxon(d).pvalue)
     except ValueError:  # all differences zero
         p_rank = NAN
-    return Estimate(effect, lo, hi, n, p, p_rank, sd, test)
+    return Estimate(effect, lo, hi, n, p, p_rank, sd)
 
 
-def two_sample(b, a, test: str = "Welch t + Mann-Whitney U") -> Estimate:
+def two_sample(b, a) -> Estimate:
     """Mean of ``b`` minus mean of ``a`` (unpaired), Welch interval."""
     b = np.asarray([v for v in b if v is not None and not math.isnan(v)], dtype=float)
     a = np.asarray([v for v in a if v is not None and not math.isnan(v)], dtype=float)
     n = min(len(a), len(b))
     if n == 0:
-        return Estimate(NAN, NAN, NAN, 0, NAN, NAN, NAN, test, paired=False)
+        return Estimate(NAN, NAN, NAN, 0, NAN, NAN, NAN, paired=False)
     effect = float(b.mean() - a.mean())
     if len(a) < 2 or len(b) < 2:
-        return Estimate(effect, NAN, NAN, n, NAN, NAN, NAN, test, paired=False)
+        return Estimate(effect, NAN, NAN, n, NAN, NAN, NAN, paired=False)
     sd = float(math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2))
     if sd == 0.0:
         lo = hi = effect
@@ -82,7 +81,7 @@ def two_sample(b, a, test: str = "Welch t + Mann-Whitney U") -> Estimate:
         p_rank = float(stats.mannwhitneyu(b, a).pvalue)
     except ValueError:
         p_rank = NAN
-    return Estimate(effect, lo, hi, n, p, p_rank, sd, test, paired=False)
+    return Estimate(effect, lo, hi, n, p, p_rank, sd, paired=False)
 
 
 def tost(values, margin: float, mu0: float = 0.0) -> float:
