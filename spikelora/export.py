@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .experiment.record import ADAPTER, ADAPTER_BEST, RecordError, RunDir, write_atomic
+
 CARD = "README.md"
 
 
@@ -100,15 +102,11 @@ def model_card(record: dict[str, Any]) -> str:
 
 
 def write_card(adapter_dir: Path, record: dict[str, Any]) -> None:
-    from .record import write_atomic
-
     write_atomic(Path(adapter_dir) / CARD, model_card(record))
 
 
 def export(run_dir: str | Path, out: str | Path, best: bool = False) -> Path:
     """Copy a complete run's adapter and card into ``out``; the base model named by hub id."""
-    from .record import ADAPTER, ADAPTER_BEST, RecordError, RunDir
-
     run = RunDir(run_dir)
     record = run.load()
     source = run.path / (ADAPTER_BEST if best else ADAPTER)
@@ -137,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best", action="store_true", help="export adapter_best/ (runs with save_best=true)")
     parser.add_argument("--push", metavar="REPO_ID", help="also upload the folder to this hub repository")
     args = parser.parse_args(argv)
-    from .record import RecordError
-
     try:
         out = export(args.run_dir, args.out, best=args.best)
     except RecordError as err:

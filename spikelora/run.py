@@ -2,9 +2,9 @@
 
 The recipe: plan (validate, identity, directory; nothing written yet) → skip if an identical run
 is complete → lock → build data, model and adapter → train (resuming the last attempt's
-checkpoint) → record. Each step's concern lives in its own module: :mod:`spikelora.plan`,
-:mod:`spikelora.record`, :mod:`spikelora.build`, :mod:`spikelora.trainer`,
-:mod:`spikelora.callbacks`, :mod:`spikelora.outcome`.
+checkpoint) → record. Each step's concern lives in its own module of the runner's wing,
+:mod:`spikelora.experiment`: ``plan``, ``record``, ``build``, ``trainer``, ``callbacks``, ``outcome``.
+This front door imports them lazily, so that ``--help`` answers without loading torch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .confdir import CONF_DIR
+from .experiment.confdir import CONF_DIR
 
 log = logging.getLogger("spikelora.run")
 
@@ -28,71 +28,72 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     A complete record of the same identity is reused unless ``force``; a run locked by another
     live process is skipped; an attempt that did not complete resumes from its latest checkpoint.
     """
-    from .plan import plan_run
-    from .record import RunDir
+    from .experiment.plan import plan_run
+    from .experiment.record import RunDir
 
     plan = plan_run(cfg)  # every setting is checked here: nothing is written before it passes
     run_dir = RunDir(plan.run_dir)
-    if not cfg.force and (done := run_dir.complete_record()) is not None:
+    if not plan.force and (done := run_dir.complete_record()) is not None:
         print(f"skipped (complete): {plan.run_dir}")
         return done
     if not run_dir.acquire():
         print(f"skipped (running in another process): {plan.run_dir}")
         return {"status": "running", "run_name": plan.run_name}
     try:
-        if not cfg.force and (done := run_dir.complete_record()) is not None:  # completed meanwhile
+        if not plan.force and (done := run_dir.complete_record()) is not None:  # completed meanwhile
             print(f"skipped (complete): {plan.run_dir}")
             return done
-        return _attempt(cfg, plan, run_dir)
+        return _attempt(plan, run_dir)
     finally:
         run_dir.release()
 
 
-def _attempt(cfg: DictConfig, plan, run_dir) -> dict[str, Any]:
+def _attempt(plan, run_dir) -> dict[str, Any]:
     from transformers import set_seed
 
-    from .build import build
-    from .callbacks import Preempted, Preemption
+    from .experiment.build import build
+    from .experiment.callbacks import Preempted, Preemption
+    from .experiment.outcome import assemble, print_summary
+    from .experiment.provenance import git_state, machine, versions
+    from .experiment.record import checkpoint_step, utc_now
+    from .experiment.tracking import finish_wandb, start_wandb
+    from .experiment.trainer import make_trainer, train_or_resume
     from .export import write_card
-    from .outcome import assemble, print_summary
-    from .provenance import git_state, machine, versions
-    from .record import checkpoint_step, utc_now
-    from .tracking import finish_wandb, start_wandb
-    from .trainer import make_trainer, train_or_resume
 
     t0 = time.time()
-    attempt = run_dir.attempt(fresh=bool(cfg.force))
+    attempt = run_dir.attempt(fresh=plan.force)
     checkpoint = attempt.latest_checkpoint()
     info = {
         **plan.info(),
         "provenance": {
             "canonical_config": plan.canonical,
+            "content": plan.content,
             "versions": versions(),
             "git": git_state(),
             **machine(),
         },
         "timing": {"started_utc": utc_now()},
     }
-    kept = attempt.start(OmegaConf.to_yaml(cfg, resolve=True), info, checkpoint_step(checkpoint))
+    kept = attempt.start(plan.config_yaml, info, checkpoint_step(checkpoint))
     wandb_run = None
-    with Preemption(list(cfg.preempt_signals)) as preemption:
+    with Preemption(list(plan.preempt_signals)) as preemption:
         try:
-            wandb_run = start_wandb(cfg, plan)
+            wandb_run = start_wandb(plan)
             set_seed(plan.seed)
-            built = build(cfg, plan)
-            trainer = make_trainer(cfg, plan, built, attempt, kept, callbacks=[preemption])
+            built = build(plan)
+            trainer = make_trainer(plan, built, attempt, kept, callbacks=[preemption])
             train_output = train_or_resume(trainer, checkpoint, preemption)
             if preemption.requested:
                 attempt.interrupt(trainer.state.global_step, f"signal {preemption.signum}")
                 print(f"interrupted at step {trainer.state.global_step}: {plan.run_dir} (a re-run resumes)")
                 raise Preempted(preemption.signum)
-            if cfg.save_adapter and plan.adapter != "full" and attempt.writer:
+            if plan.save_adapter and plan.adapter != "full" and attempt.writer:
                 built.model.save_pretrained(str(attempt.adapter_dir))
             metrics = assemble(attempt, plan, built, trainer, train_output, t0)
             for adapter_dir in (attempt.adapter_dir, attempt.best_adapter_dir):
                 if adapter_dir.is_dir():
                     write_card(adapter_dir, metrics)
-            attempt.finish(metrics, trainer.record_files(), keep_checkpoints=bool(cfg.keep_checkpoints))
+            attempt.finish(metrics, trainer.record_files(), keep_checkpoints=plan.keep_checkpoints)
         except Preempted:
             finish_wandb(wandb_run, ok=False)
             raise
@@ -111,20 +112,21 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .callbacks import Preempted
-    from .outcome import job_result
+    from .experiment.callbacks import Preempted
+    from .experiment.outcome import job_result
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    results_dir = str(cfg.results_dir)
     try:
         metrics = run(cfg)
     except Preempted as stop:
-        job_result(cfg, "interrupted", None)
+        job_result(results_dir, "interrupted", None)
         sys.exit(stop.exit_code)  # requeue-friendly; stops a sweep too (the re-launch resumes it)
     except Exception as err:
-        job_result(cfg, "failed", None, f"{type(err).__name__}: {err}")
+        job_result(results_dir, "failed", None, f"{type(err).__name__}: {err}")
         if multirun:
             # One failing run never stops a sweep: it is recorded as failed and the launcher goes
-            # on; the sweep ends non-zero (see spikelora.outcome.MultirunSummary).
+            # on; the sweep ends non-zero (see spikelora.report.multirun.MultirunSummary).
             log.exception("run failed; continuing the sweep")
             print(f"error (run failed, sweep continues): {type(err).__name__}: {err}", file=sys.stderr)
             return None
@@ -133,7 +135,7 @@ def main(cfg: DictConfig) -> float | None:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         raise
-    return job_result(cfg, str(metrics.get("status")), metrics)
+    return job_result(results_dir, str(metrics.get("status")), metrics)
 
 
 def fast_help() -> str:

@@ -12,7 +12,7 @@ For each sweep in ``conf/sweep`` it expands the grid into its runs and classifie
 
 Re-launching a sweep trains exactly the runs that are not complete (interrupted and stale ones
 resume from their checkpoints). A sweep launched with overrides (``sweeps/launch.sh rank basic
-trainer.max_steps=100``) has other run identities: give ``status`` the same overrides. The states are defined in :mod:`spikelora.record`.
+trainer.max_steps=100``) has other run identities: give ``status`` the same overrides. The states are defined in :mod:`spikelora.experiment.record`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-from .record import STATES, RecordError, RunDir, check_results_dir
-from .sweeps import sweep_names, sweep_plans
+from .experiment.confdir import default_results_dir
+from .experiment.record import STATES, RecordError, RunDir, check_results_dir
 
 
 def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, overrides: list[str] = ()) -> dict:
@@ -31,6 +31,8 @@ def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, overr
 
     ``overrides``: those the sweep was launched with (``trainer.max_steps=100``); they change run identities.
     """
+    from .experiment.sweeps import sweep_names, sweep_plans  # torch and Hydra: not for --help
+
     check_results_dir(results_dir)
     out = {}
     for name in sweeps or sweep_names():
@@ -47,15 +49,16 @@ def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, overr
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spikelora.status", description=__doc__.split("\n\n")[0])
-    parser.add_argument("results_dir", nargs="?", default="results")
+    parser.add_argument("results_dir", nargs="?", default=None, help="default: results_dir of conf/config.yaml")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="the overrides the sweep was launched with (as Hydra's)"
     )
     parser.add_argument("--sweep", action="append", help="only these sweeps (repeatable); default: all")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_intermixed_args(argv)
-    if "=" in args.results_dir:  # only overrides were given
-        args.overrides, args.results_dir = [args.results_dir, *args.overrides], "results"
+    if args.results_dir is not None and "=" in args.results_dir:  # only overrides were given
+        args.overrides, args.results_dir = [args.results_dir, *args.overrides], None
+    args.results_dir = args.results_dir or default_results_dir()
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         parser.error(f"not an override (KEY=VALUE): {' '.join(bad)}; the results directory comes first")

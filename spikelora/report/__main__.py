@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..experiment.confdir import default_results_dir
+
 SUBCOMMANDS = {
     "claims": "the claims ledger: each empirical claim of the paper, ours, effect, 95 % CI, test, verdict",
     "compare": "compare any runs: mean ± std over seeds per group (--by KEYS --metric KEY)",
@@ -28,13 +30,14 @@ def _report(argv: list[str]) -> int:
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("results_dir", nargs="?", default="results")
+    parser.add_argument("results_dir", nargs="?", default=None, help="default: results_dir of conf/config.yaml")
     parser.add_argument("--out", default="reports", help="output directory (default: reports/)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds each cell should have (default 5)")
     parser.add_argument(
         "--gap", choices=["ref", "epoch"], default="ref", help="generalisation gap definition (default: ref)"
     )
     args = parser.parse_args(argv)
+    args.results_dir = args.results_dir or default_results_dir()
     from .build import build_report
 
     report = build_report(args.results_dir, args.out, expected_seeds=args.seeds, gap=args.gap)
@@ -51,11 +54,12 @@ def _select_vth(argv: list[str]) -> int:
     from .build import select_vth
 
     parser = argparse.ArgumentParser(prog="python -m spikelora.report select-vth", description=select_vth.__doc__)
-    parser.add_argument("results_dir", nargs="?", default="results")
+    parser.add_argument("results_dir", nargs="?", default=None, help="default: results_dir of conf/config.yaml")
     parser.add_argument("--delta-a", type=float, default=1.0, help="MCC tolerance δ_A, in MCC percentage points")
     parser.add_argument("--delta-l", type=float, default=0.05, help="eval loss tolerance δ_L")
     parser.add_argument("--experiment", default="vth")
     args = parser.parse_args(argv)
+    args.results_dir = args.results_dir or default_results_dir()
     try:
         choice = select_vth(args.results_dir, args.delta_a, args.delta_l, args.experiment)
     except ValueError as err:
@@ -77,10 +81,11 @@ def _claims(argv: list[str]) -> int:
         description=claims.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("results_dir", nargs="?", default="results")
+    parser.add_argument("results_dir", nargs="?", default=None, help="default: results_dir of conf/config.yaml")
     parser.add_argument("--out", default="reports", help="output directory (default: reports/)")
     parser.add_argument("--gap", choices=["ref", "epoch"], default="ref", help="generalisation gap definition")
     args = parser.parse_args(argv)
+    args.results_dir = args.results_dir or default_results_dir()
     ledger = claims.write_claims(args.results_dir, args.out, gap=args.gap)
     counts: dict[str, int] = {}
     for c in ledger:
@@ -102,7 +107,7 @@ def _compare(argv: list[str]) -> int:
         description=compare.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("results_dir", nargs="?", default="results")
+    parser.add_argument("results_dir", nargs="?", default=None, help="default: results_dir of conf/config.yaml")
     parser.add_argument("--by", action="append", default=[], help="record keys to group by (comma-separated)")
     parser.add_argument(
         "--metric", action="append", default=[], help="record keys to average (comma-separated; repeatable)"
@@ -111,6 +116,7 @@ def _compare(argv: list[str]) -> int:
     parser.add_argument("--x", default=None, help="the key on the x axis of the metric figure (default: first swept)")
     parser.add_argument("--out", default="reports/compare", help="output directory (default: reports/compare/)")
     args = parser.parse_args(argv)
+    args.results_dir = args.results_dir or default_results_dir()
     metrics = _split(args.metric) or ["main"]
     try:
         table, paths = compare.compare(
@@ -125,7 +131,7 @@ def _compare(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..record import RecordError
+    from ..experiment.record import RecordError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"select-vth": _select_vth, "claims": _claims, "compare": _compare}

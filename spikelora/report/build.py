@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..confdir import CONF_DIR
-from ..record import RunDir
+from ..experiment.confdir import CONF_DIR
+from ..experiment.record import RunDir
 from . import paper
 from .collect import MISSING, Runs, Stat, collect, select, stat
 from .figures import dropout_figure, gradnorm_figure, gradnorm_series, heatmap_figure, vth_figure

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..record import RunDir
+from ..experiment.record import RunDir
 from . import paper
 from .collect import GLUE_TASKS, collect
 from .stats import NAN, Estimate, directional, equivalence, one_sample, tost, two_sample
@@ -507,7 +507,7 @@ def c4_collapse_above_one(df: pd.DataFrame) -> list[Claim]:
 
 
 def grad_norms(history: list[dict], sample: str = "window") -> dict[int, float]:
-    """``{step: pre-clip grad norm}`` of a run's history (:meth:`spikelora.record.RunDir.history`).
+    """``{step: pre-clip grad norm}`` of a run's history (:meth:`spikelora.experiment.record.RunDir.history`).
 
     ``sample="window"``: one value per logging window, the one Hugging Face logs (the norm at the
     window's last step), as the authors' only grad-norm source was HF's ``log_history``; the

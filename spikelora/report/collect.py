@@ -161,7 +161,7 @@ def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
     ``gap`` chooses the generalisation gap: ``"ref"`` (the authors' definition, the paper's
     tables) or ``"epoch"`` (mean over the final epoch).
     """
-    from ..record import scan
+    from ..experiment.record import scan
 
     records, excluded = scan(results_dir)
     rows = []

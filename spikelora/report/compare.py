@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..record import RunDir
+from ..experiment.record import RunDir
 from .collect import _final_values, collect, identity
 from .figures import save_figure
 

@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..tasks import TASKS
+from ..experiment.tasks import TASKS
 
 MERGED = "lora (merged)"
 # Runs are only ever pooled within one model, data set and training setting (never mixed).

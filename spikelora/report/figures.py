@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr
 
-from ..record import RunDir
+from ..experiment.record import RunDir
 from .collect import select
 
 COLORS = {"lora": "tab:blue", "spike": "tab:brown"}

@@ -1,6 +1,6 @@
 """Small generated tasks written in the original files' layout, for offline smoke runs and tests.
 
-The files go through the same loader as real data (:mod:`spikelora.data`), so a smoke run checks
+The files go through the same loader as real data (:mod:`spikelora.experiment.data`), so a smoke run checks
 the whole path. The rules are learnable by a small model:
 
 * ``cola``: template sentences in the past tense; unacceptable ones over-regularise the verb
@@ -11,6 +11,7 @@ the whole path. The rules are learnable by a small model:
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -34,6 +35,8 @@ PLOT = ["travels to", "meets", "discovers", "returns to", "escapes from", "café
 PLACES = ["paris", "the village", "a castle", "the city", "an island", "the desert", "rome", "the ship"]
 
 SUPPORTED = ("cola", "subj")
+# Bump when a generator's output changes: it stands for the files' content in the run identity.
+SYNTHETIC_VERSION = 1
 
 
 def _cola_sentence(rng: random.Random) -> tuple[str, int]:
@@ -64,7 +67,8 @@ def write_synthetic_subj(directory: Path, n_per_class: int = 300, seed: int = 0)
 
 
 def write_synthetic(task: str, directory: str | Path, seed: int = 0) -> Path:
-    """Write the generated ``task`` into ``directory`` (created) unless it is already there."""
+    """Write the generated ``task`` into ``directory`` (created); a file that differs from the
+    generator's output (edited by hand) is rewritten, so the data read is always the generator's."""
     directory = Path(directory).expanduser()
     if task not in SUPPORTED:
         raise ValueError(
@@ -72,17 +76,18 @@ def write_synthetic(task: str, directory: str | Path, seed: int = 0) -> Path:
             "point task.data_dir at the real files instead."
         )
     directory.mkdir(parents=True, exist_ok=True)
-    if task == "cola" and not (directory / "dev.tsv").exists():
+    if task == "cola":
         write_synthetic_cola(directory, seed=seed)
-    elif task == "subj" and not (directory / "plot.tok.gt9.5000").exists():
+    else:
         write_synthetic_subj(directory, seed=seed)
     return directory
 
 
 def _write_atomic(path: Path, text: str, encoding: str) -> None:
+    data = text.encode(encoding)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return  # already the generator's output: untouched (its mtime too)
     # Parallel jobs of a sweep may generate the same files at once: unique temporaries, atomic renames.
-    import os
-
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding=encoding)
     tmp.replace(path)

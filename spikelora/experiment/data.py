@@ -9,11 +9,16 @@ with the wrong number of columns, an empty text or a label outside the task's se
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
+from sklearn.model_selection import train_test_split
 
 from .tasks import TaskSpec, get_task
 
@@ -199,7 +204,6 @@ def read_subj(data_dir: Path, split_seed: int = 0, validation_fraction: float = 
     With a fixed ``split_seed`` every seed of a run is evaluated on the same sentences; the authors'
     protocol (``task.split_seed: seed``) draws a new split per training seed instead.
     """
-    from sklearn.model_selection import train_test_split
 
     texts: list[str] = []
     labels: list[int] = []
@@ -294,7 +298,6 @@ def read_text_lines(path: Path) -> list[str]:
 
 
 def _from_hub(spec: TaskSpec, split_seed: int) -> DatasetDict:
-    from datasets import concatenate_datasets, load_dataset
 
     repo, config = spec.hub
     try:
@@ -313,18 +316,7 @@ def _from_hub(spec: TaskSpec, split_seed: int) -> DatasetDict:
 
 
 # ---------------------------------------------------------------------------------- tokenising
-TOKENIZE_VERSION = 1  # bump when tokenisation changes, to invalidate old caches
-
-
-def source_fingerprint(spec: TaskSpec, data_dir: str | Path | None, split_seed: int) -> dict:
-    """What identifies the raw data: the hub id, or every file's name, size and modification time."""
-    if data_dir is None:
-        return {"hub": list(spec.hub), "split_seed": split_seed}
-    files = sorted(p for p in Path(data_dir).expanduser().iterdir() if p.is_file())
-    return {
-        "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
-        "split_seed": split_seed,
-    }
+TOKENIZE_VERSION = 2  # bump when tokenisation or the cache key changes, to invalidate old caches
 
 
 def tokenize_task(
@@ -337,16 +329,10 @@ def tokenize_task(
 ) -> tuple[DatasetDict, bool]:
     """Tokenise every split (truncation to ``max_length``, no padding: the collator pads per batch).
 
-    With ``cache_dir`` the result is saved there, keyed by the data source, the tokenizer's full
+    With ``cache_dir`` the result is saved there, keyed by the data's content (the sha256 of its files, as read), the tokenizer's full
     definition and ``max_length``; a second run loads it instead of tokenising again. Returns the
     data and whether it came from the cache.
     """
-    import hashlib
-    import json
-    import shutil
-
-    from datasets import load_from_disk
-
     def encode(batch):
         texts = [batch[f] for f in spec.text_fields]
         enc = tokenizer(*texts, truncation=True, max_length=max_length)
@@ -377,8 +363,6 @@ def tokenize_task(
     if path is not None:
         # Several processes (a sweep, DDP ranks) may tokenise the same data at once: each writes its
         # own temporary copy and the first rename wins; the others drop theirs.
-        import os
-
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tokenized.save_to_disk(str(tmp))

@@ -1,6 +1,6 @@
 """The run directory: its layout, its schema, and the only code that writes or reads it.
 
-One directory per run identity (see :mod:`spikelora.plan`)::
+One directory per run identity (see :mod:`spikelora.experiment.identity`)::
 
     results/<experiment_name>/<run_name>-<hash8>/
         metrics.json          the last COMPLETE record (written last, when an attempt completes)
@@ -25,6 +25,7 @@ Whole files are written atomically (temporary file, fsync, rename) with the user
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -176,6 +177,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.attempt_checkpoint_dir = self.path / ATTEMPT / CHECKPOINTS
         self.metrics_path = self.path / METRICS
         self.history_path = self.path / HISTORY
         self.config_path = self.path / CONFIG
@@ -185,6 +187,16 @@ class RunDir:
         self.attempt_dir = self.path / ATTEMPT
         self.writer = is_main_process()
         self._lock_fd: int | None = None
+
+    @staticmethod
+    def path_for(results_dir: str | Path, experiment: str, run_name: str) -> Path:
+        """Where the run ``run_name`` of ``experiment`` is recorded: the one place this is spelt."""
+        return Path(str(results_dir)).expanduser() / experiment / run_name
+
+    def ensure(self) -> Path:
+        """The run directory, created if needed."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path
 
     # ------------------------------------------------------------------ reading
     def load(self) -> dict[str, Any]:
@@ -263,8 +275,6 @@ class RunDir:
         """Lock the run directory for this process; False if another live process holds it."""
         if not self.writer:
             return True
-        import fcntl
-
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, _FILE_MODE)
         try:
@@ -282,8 +292,6 @@ class RunDir:
 
     def locked_elsewhere(self) -> bool:
         """Whether another process holds the lock now (read-only: creates nothing)."""
-        import fcntl
-
         if self._lock_fd is not None:
             return False
         try:

@@ -1,18 +1,16 @@
 """What a run reports when it ends: the complete record's content, the console summary, and the
-per-job results a multirun sums up in a table."""
+per-job result that a multirun's summary (:mod:`spikelora.report.multirun`) reads."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
 
-from .record import utc_now
+from .record import RunDir, utc_now
 
 JOB_FILE = "spikelora_job.json"
 
@@ -23,9 +21,7 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float) -> dict[str
     Everything is derived from the history and the evaluation records, never from the Trainer's
     own counters of this process, so a resumed attempt's record equals an uninterrupted one's.
     """
-    from .trainer import main_metric_key
-
-    main_key = main_metric_key(built.spec)
+    main_key = built.spec.main_metric
     last_step = trainer.state.global_step
     strip = ("type", "split", "module_sparsity", "non_token_sparsity", "ops", "module_ops")
     final: dict[str, Any] = {}
@@ -37,7 +33,7 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float) -> dict[str
     candidates = [r for r in by_eval.values() if r.get(main_key) is not None]
     best = max(candidates, key=lambda r: r[main_key]) if candidates else {}
     best = {k: v for k, v in best.items() if k not in strip}
-    prefix = main_key[: -len(built.spec.metrics[0]) - 1]  # "eval" or "eval_<first split>"
+    prefix = built.spec.eval_prefix
     losses = [r["loss"] for r in attempt.history() if r.get("type") == "step" and r.get("loss") is not None]
     timing = dict(attempt.info.get("timing", {}))
     timing.update(
@@ -102,14 +98,12 @@ def print_summary(metrics: dict[str, Any], plan) -> None:
 
 
 def _hydra_output_dir() -> Path | None:
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return None
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def job_result(cfg: DictConfig, status: str, metrics: dict | None, error: str | None = None) -> float | None:
+def job_result(results_dir: str, status: str, metrics: dict | None, error: str | None = None) -> float | None:
     """Leave this job's outcome in its Hydra output directory (for the multirun table); return its main metric."""
     value = None
     name = run_dir = None
@@ -117,13 +111,11 @@ def job_result(cfg: DictConfig, status: str, metrics: dict | None, error: str | 
         value = (metrics.get("final") or {}).get(metrics.get("main_metric", ""))
         name = metrics.get("run_name")
         if metrics.get("experiment") and name:
-            run_dir = str(Path(str(cfg.results_dir)).expanduser() / str(metrics["experiment"]) / name)
+            run_dir = str(RunDir.path_for(results_dir, str(metrics["experiment"]), name))
     out = _hydra_output_dir()
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)
-            from hydra.core.hydra_config import HydraConfig
-
             overrides = list(HydraConfig.get().overrides.task)
             (out / JOB_FILE).write_text(
                 json.dumps(
@@ -140,60 +132,3 @@ def job_result(cfg: DictConfig, status: str, metrics: dict | None, error: str | 
         except OSError:
             pass  # the table is a convenience; the run record is what counts
     return value
-
-
-class MultirunSummary(Callback):
-    """At the end of a multirun: a table of every job (overrides, status, main metric); exit 1 if any failed."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        jobs = []
-        for path in sorted(
-            sweep_dir.glob(f"*/{JOB_FILE}"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
-        ):
-            try:
-                jobs.append(json.loads(path.read_text()))
-            except (OSError, json.JSONDecodeError):
-                jobs.append({"overrides": [path.parent.name], "status": "unknown", "main_metric": None})
-        if not jobs:
-            return
-        print(f"\n== multirun: {len(jobs)} job(s) ==")
-        print(f"{'status':<12} {'main metric':>11}  job")
-        for job in jobs:
-            value = job.get("main_metric")
-            shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-            label = job.get("run_name") or " ".join(job.get("overrides", []))
-            print(f"{job.get('status', '?'):<12} {shown:>11}  {label}")
-        _print_comparison(jobs)
-        bad = [j for j in jobs if j.get("status") not in ("complete", "running")]
-        if bad:
-            print(f"{len(bad)} job(s) did not complete; re-launch the same command to retry them.", file=sys.stderr)
-            sys.exit(1)
-
-
-def _print_comparison(jobs: list[dict]) -> None:
-    """Mean ± std over seeds of this multirun's complete runs, grouped by the swept keys."""
-    from .record import RecordError, RunDir
-
-    records = []
-    for job in jobs:
-        if job.get("status") == "complete" and job.get("run_dir"):
-            try:
-                records.append({**RunDir(job["run_dir"]).load(), "run_dir": job["run_dir"]})
-            except RecordError:
-                continue
-    values: dict[str, set] = {}
-    for job in jobs:
-        for item in job.get("overrides", []):
-            key, _, value = item.partition("=")
-            values.setdefault(key.lstrip("+~"), set()).add(value)
-    swept = [k for k, v in values.items() if len(v) > 1 and k != "seed" and "." not in k]
-    if not records or not swept:
-        return
-    from .report.compare import multirun_summary
-
-    print(f"\n== by {', '.join(swept)} (mean ± std over seeds) ==")
-    try:
-        print(multirun_summary(records, swept))
-    except (KeyError, ValueError) as err:  # a key the records do not carry: the job table above stands
-        print(f"(no comparison: {err})")

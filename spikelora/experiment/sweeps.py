@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from .confdir import CONF_DIR
+from .plan import Plan, plan_run
 
 
 def sweep_names(conf_dir: Path = CONF_DIR) -> list[str]:
@@ -20,9 +25,6 @@ def sweep_names(conf_dir: Path = CONF_DIR) -> list[str]:
 
 def sweep_jobs(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> list[list[str]]:
     """The override list of every job of sweep ``name``; ``overrides`` as on the command line (they win)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     path = conf_dir / "sweep" / f"{name}.yaml"
     if not path.exists():
         raise ValueError(f"Unknown sweep {name!r}. Known sweeps: {', '.join(sweep_names(conf_dir))}.")
@@ -39,17 +41,12 @@ def sweep_jobs(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir:
 GROUPS = ("model", "adapter", "task", "logger")
 
 
-def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> list:
-    """The :class:`spikelora.plan.Plan` (run name and directory) of every job of sweep ``name``.
+def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> list[Plan]:
+    """The :class:`spikelora.experiment.plan.Plan` (run name and directory) of every job of sweep ``name``.
 
     Composing is slow, so each distinct choice of config groups is composed once and the
     plain-value overrides (r, lr, seed, ...) are applied to a copy.
     """
-    import yaml
-    from hydra import compose, initialize_config_dir
-
-    from .plan import plan_run
-
     fixed = [o for o in overrides if "," not in o.partition("=")[2]]
     composed: dict[tuple[str, ...], object] = {}
     plans = []

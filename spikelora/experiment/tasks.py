@@ -33,6 +33,16 @@ class TaskSpec:
     def is_regression(self) -> bool:
         return self.label_names is None
 
+    @property
+    def main_metric(self) -> str:
+        """The metric that picks the best evaluation: the first metric on the first eval split."""
+        return f"{self.eval_prefix}_{self.metrics[0]}"
+
+    @property
+    def eval_prefix(self) -> str:
+        """The prefix of the first eval split's metrics: ``eval``, or ``eval_<split>`` with several splits."""
+        return "eval" if len(self.eval_splits) == 1 else f"eval_{self.eval_splits[0]}"
+
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
+import torch
+from hydra.utils import instantiate
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
+
+from ..telemetry import counter_state
 
 
 class Preempted(BaseException):
@@ -104,12 +109,6 @@ class CounterCheckpoint(TrainerCallback):
     logging window a preemption cut is the same after the resume as without it."""
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        import os
-
-        import torch
-
-        from .telemetry import counter_state
-
         if state.is_world_process_zero and model is not None:
             path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", COUNTERS_FILE)
             if os.path.isdir(os.path.dirname(path)):
@@ -120,8 +119,6 @@ def instantiate_callbacks(callbacks_cfg: Any) -> list[TrainerCallback]:
     """The ``callbacks`` config group: ``{name: {_target_: module.Class, ...}}`` built with Hydra."""
     if not callbacks_cfg:
         return []
-    from hydra.utils import instantiate
-
     built = []
     for name, conf in callbacks_cfg.items():
         cb = instantiate(conf)

@@ -11,40 +11,37 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+import wandb
+
+from .plan import Plan
+from .record import RunDir
 
 
-def wandb_enabled(cfg: DictConfig) -> bool:
-    return bool(cfg.logger.get("wandb", False))
-
-
-def wandb_run_id(plan: Any) -> str:
+def wandb_run_id(plan: Plan) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", f"{plan.experiment}-{plan.run_name}")[-120:]
 
 
-def start_wandb(cfg: DictConfig, plan: Any) -> Any:
+def start_wandb(plan: Plan) -> Any:
     """Open (or resume) the run's W&B run; None when ``logger`` does not ask for W&B."""
-    if not wandb_enabled(cfg):
+    log = plan.logger
+    if not log.wandb:
         return None
-    import wandb
-
     tags = [f"task:{plan.task}", f"adapter:{plan.adapter}", f"model:{plan.model}"]
     tags += [f"r:{plan.r}"] if plan.r is not None else []
     tags += [f"vth:{plan.vth:g}"] if plan.vth is not None else []
-    tags += list(cfg.logger.get("tags") or [])
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    tags += list(log.tags)
     return wandb.init(
-        project=cfg.logger.project,
-        entity=cfg.logger.entity,
-        group=cfg.logger.group,
-        job_type=cfg.logger.get("job_type") or "train",
+        project=log.project,
+        entity=log.entity,
+        group=log.group,
+        job_type=log.job_type,
         name=plan.run_name,
         id=wandb_run_id(plan),
         resume="allow",
         tags=tags,
-        mode=cfg.logger.mode,
-        dir=str(plan.run_dir),
-        config={k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"},
+        mode=log.mode,
+        dir=str(RunDir(plan.run_dir).ensure()),
+        config=plan.config,
         reinit="finish_previous",
     )
 

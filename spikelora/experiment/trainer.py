@@ -19,25 +19,31 @@ since the previous log.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import torch
-from transformers import Trainer
+import wandb
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerState
+from transformers.trainer_callback import ProgressCallback
 
-from .ops import ops_report, reset_ops
+from ..ops import ops_report, reset_ops
+from ..telemetry import load_counter_state, reference_sparsity, reset_sparsity, sparsity_report
+from .callbacks import COUNTERS_FILE, BestAdapter, CounterCheckpoint, TrainingProgress, instantiate_callbacks
+from .plan import Plan
+from .record import MODULE_OPS, MODULE_SPARSITY
 from .tasks import TaskSpec, compute_metrics
-from .telemetry import reference_sparsity, reset_sparsity, sparsity_report
 
 if not hasattr(Trainer, "_get_grad_norm"):  # pragma: no cover - guards a transformers upgrade
     raise ImportError(
-        "spikelora.trainer records per-step gradient norms through Trainer._get_grad_norm, which this "
+        "spikelora.experiment.trainer records per-step gradient norms through Trainer._get_grad_norm, which this "
         "transformers version lacks; install the version range pinned in pyproject.toml."
     )
 
 
 class SpikeLoraTrainer(Trainer):
-    """``Trainer`` that writes step, log and eval records to a recorder (a :class:`spikelora.record.Attempt`).
+    """``Trainer`` that writes step, log and eval records to a recorder (a :class:`spikelora.experiment.record.Attempt`).
 
     ``recorder`` needs ``append_history(records)`` and ``heartbeat()``.
     """
@@ -225,9 +231,7 @@ class SpikeLoraTrainer(Trainer):
         return compute_metrics(self.task, predictions, prediction.label_ids)
 
     def record_files(self) -> dict[str, Any]:
-        """The per-module files of the record (see :mod:`spikelora.record`)."""
-        from .record import MODULE_OPS, MODULE_SPARSITY
-
+        """The per-module files of the record (see :mod:`spikelora.experiment.record`)."""
         return {MODULE_SPARSITY: dict(self.module_sparsity) or None, MODULE_OPS: dict(self.module_ops) or None}
 
     def finish_recording(self) -> None:
@@ -237,45 +241,31 @@ class SpikeLoraTrainer(Trainer):
 
 def _wandb_module_table(split: str, modules: dict[str, float]) -> None:
     """Per-module sparsity of an evaluation as a W&B table (HF's callback logs the scalars)."""
-    import wandb
-
     if wandb.run is not None:
         table = wandb.Table(columns=["module", "sparsity"], data=[[k, v] for k, v in modules.items()])
         wandb.run.log({f"{split}/module_sparsity": table}, commit=False)
 
 
-def main_metric_key(task: TaskSpec) -> str:
-    """The metric that picks the best evaluation: the task's first metric on its first eval split."""
-    prefix = "eval" if len(task.eval_splits) == 1 else f"eval_{task.eval_splits[0]}"
-    return f"{prefix}_{task.metrics[0]}"
-
-
-def make_trainer(cfg: Any, plan: Any, built: Any, recorder: Any, kept: list[dict], callbacks: list) -> SpikeLoraTrainer:
+def make_trainer(plan: Plan, built: Any, recorder: Any, kept: list[dict], callbacks: list) -> SpikeLoraTrainer:
     """The trainer of a run, with the history already recorded (on resume) restored."""
-    from omegaconf import OmegaConf
-    from transformers import DataCollatorWithPadding
-
-    from .callbacks import CounterCheckpoint, instantiate_callbacks
-    from .plan import training_arguments
-
     eval_sets = built.eval_sets
     trainer = SpikeLoraTrainer(
         model=built.model,
-        args=training_arguments(cfg, plan, recorder.checkpoint_dir),
+        args=plan.training_arguments(recorder.checkpoint_dir),
         train_dataset=built.data["train"],
         eval_dataset=eval_sets if len(eval_sets) > 1 else next(iter(eval_sets.values())),
         data_collator=DataCollatorWithPadding(built.tokenizer),
         processing_class=built.tokenizer,
         task=built.spec,
         recorder=recorder,
-        spike=plan.adapter == "spike",
-        energy=OmegaConf.to_container(cfg.energy, resolve=True) if cfg.get("energy") else None,
-        ops_convention=str(cfg.get("ops_convention", "neurobench")),
+        spike=plan.spike,
+        energy=plan.energy,
+        ops_convention=plan.ops_convention,
         callbacks=[
             *callbacks,
             CounterCheckpoint(),
-            *_optional_callbacks(cfg, plan, recorder, kept),
-            *instantiate_callbacks(cfg.get("callbacks")),
+            *_optional_callbacks(plan, recorder, kept),
+            *instantiate_callbacks(plan.callbacks),
         ],
     )
     _quiet_progress(trainer)
@@ -283,26 +273,17 @@ def make_trainer(cfg: Any, plan: Any, built: Any, recorder: Any, kept: list[dict
     return trainer
 
 
-def _optional_callbacks(cfg: Any, plan: Any, recorder: Any, kept: list[dict]) -> list:
-    from transformers import EarlyStoppingCallback
-
-    from .callbacks import BestAdapter
-    from .tasks import get_task
-
+def _optional_callbacks(plan: Plan, recorder: Any, kept: list[dict]) -> list:
     found = []
-    if cfg.get("save_best") and plan.adapter != "full":
-        found.append(BestAdapter(main_metric_key(get_task(plan.task)), recorder.best_adapter_dir, kept))
-    if cfg.get("early_stopping_patience"):
-        found.append(EarlyStoppingCallback(early_stopping_patience=int(cfg.early_stopping_patience)))
+    if plan.save_best and plan.adapter != "full":
+        found.append(BestAdapter(plan.main_metric, recorder.best_adapter_dir, kept))
+    if plan.early_stopping_patience:
+        found.append(EarlyStoppingCallback(early_stopping_patience=int(plan.early_stopping_patience)))
     return found
 
 
 def _quiet_progress(trainer: Trainer) -> None:
     """One progress bar (training), not a second one nested inside it at every evaluation."""
-    from transformers.trainer_callback import ProgressCallback
-
-    from .callbacks import TrainingProgress
-
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(TrainingProgress())
 
@@ -314,11 +295,6 @@ def train_or_resume(trainer: SpikeLoraTrainer, checkpoint: Any, preemption: Any 
     step past ``max_steps``): its weights and state are loaded and only what is missing is done.
     Returns the ``TrainOutput`` (None when nothing was trained).
     """
-    from transformers import TrainerState
-
-    from .callbacks import COUNTERS_FILE
-    from .telemetry import load_counter_state
-
     output = None
     state_file = None if checkpoint is None else checkpoint / "trainer_state.json"
     counters = None if checkpoint is None else checkpoint / COUNTERS_FILE
@@ -338,7 +314,5 @@ def train_or_resume(trainer: SpikeLoraTrainer, checkpoint: Any, preemption: Any 
 
 
 def _training_done(state_file: Any) -> bool:
-    import json
-
     state = json.loads(state_file.read_text())
     return bool(state.get("max_steps")) and state.get("global_step", 0) >= state["max_steps"]

@@ -1,0 +1,139 @@
+"""A run's identity: what it was configured with and what it read.
+
+The identity hash covers two things:
+
+``config``   the fully resolved config minus the settings that cannot change a result
+             (:data:`NOT_IDENTITY`) and minus every local path (:data:`PATH_KEYS`);
+``content``  the sha256 of every file the run reads: the task's data files (or, for generated
+             data, the generator) and the local model's config and weight files.
+
+Paths leave the identity once their content is in it, so the same folder spelt two ways
+(``a/../glue`` and ``glue``), moved, or copied elsewhere is one identity, and a file edited in
+place is another (a re-run trains anew). Hub ids stay in ``config``: their content is the hub's.
+
+Records made before content entered the identity (``identity_scheme`` 1, paths instead of
+content) are recognised as such; :func:`record_identity` recomputes a record's identity from the
+config and fingerprints it holds, which is what ``python -m spikelora.status --rekey`` uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .backbones import is_local_path
+from .data import task_files
+from .provenance import files_sha256
+from .synthetic import SYNTHETIC_VERSION
+from .tasks import TaskSpec
+
+IDENTITY_SCHEME = 2
+HASH_LEN = 8
+# Settings that never change a result: where things are written, how they are shown, what is
+# kept afterwards. Everything else in the resolved config enters the identity hash.
+NOT_IDENTITY: tuple[str, ...] = (
+    "logger",
+    "results_dir",
+    "experiment_name",
+    "force",
+    "cache_dir",
+    "keep_checkpoints",
+    "save_adapter",
+    "save_best",
+    "preempt_signals",
+    "callbacks",
+    "energy",
+    "ops_convention",
+    "glue_dir",  # feeds task.data_dir, whose content is in the identity
+    "model.hub_id",
+    "model._target_",  # the class is named by model.kind, adapter.type (a moved class is not new data)
+    "adapter._target_",
+    "trainer.disable_tqdm",
+    "trainer.dataloader_num_workers",
+    "trainer.dataloader_pin_memory",
+    "trainer.save_strategy",
+    "trainer.save_steps",
+    "trainer.save_total_limit",
+)
+# Config values that may name local files: their content replaces them in the identity.
+PATH_KEYS: tuple[str, ...] = ("task.data_dir", "model.name_or_path", "model.checkpoint", "model.tokenizer")
+
+
+def _drop(tree: dict, key: str) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for p in parents:
+        node = node.get(p, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict):
+        node.pop(leaf, None)
+
+
+def strip_config(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The identity's ``config`` part of a resolved config (a plain dict; not changed in place)."""
+    out = deepcopy(resolved)
+    out.pop("hydra", None)
+    for key in NOT_IDENTITY:
+        _drop(out, key)
+    for key in PATH_KEYS:
+        group, leaf = key.split(".")
+        value = out.get(group, {}).get(leaf) if isinstance(out.get(group), dict) else None
+        # task.data_dir is always local (null means the hub); model sources may be hub ids.
+        if isinstance(value, str) and value != "byte" and (key == "task.data_dir" or is_local_path(value)):
+            out[group].pop(leaf)
+    return out
+
+
+def canonical_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config that, with the content fingerprints, identifies a run's result."""
+    return strip_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def data_content(spec: TaskSpec, data_dir: Path | None, synthetic: bool) -> dict[str, Any]:
+    """What identifies the data: the files' sha256, the generator of synthetic data, or the hub."""
+    if synthetic:
+        return {"synthetic": spec.name, "generator": SYNTHETIC_VERSION}
+    if data_dir is None:
+        return {"hub": list(spec.hub)}
+    paths = [data_dir / name for name in task_files(spec)]
+    if not all(p.is_file() for p in paths):
+        return {"files_sha256": None}  # not readable here (status on another machine): matches nothing
+    return {"files_sha256": files_sha256(paths)}
+
+
+def identity_hash(config: dict[str, Any], content: dict[str, Any]) -> str:
+    text = json.dumps({"config": config, "content": content}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
+
+
+def record_identity(record: dict[str, Any]) -> str | None:
+    """The identity a record's run has under the current scheme, from the config and the fingerprints
+    it recorded (None when it lacks them). For a current record it equals ``record["identity"]``."""
+    prov = record.get("provenance") or {}
+    canonical = prov.get("canonical_config")
+    data, model = prov.get("data"), prov.get("model")
+    if not isinstance(canonical, dict) or not isinstance(data, dict) or not isinstance(model, dict):
+        return None
+    if record.get("identity_scheme") == IDENTITY_SCHEME:
+        return identity_hash(canonical, prov.get("content") or {})
+    config = strip_config(canonical)
+    task = canonical.get("task") or {}
+    if task.get("synthetic"):
+        data_part = {"synthetic": task.get("name"), "generator": SYNTHETIC_VERSION}
+    elif "files_sha256" in data:
+        data_part = {"files_sha256": data["files_sha256"]}
+    else:
+        data_part = {"hub": data.get("hub")}
+    model_part = {}
+    model_cfg = canonical.get("model") or {}
+    for key in ("name_or_path", "checkpoint", "tokenizer"):
+        value = model_cfg.get(key)
+        if isinstance(value, str) and value != "byte" and value.startswith("/"):
+            if key == "tokenizer" or "files_sha256" not in model:
+                return None  # a local tokenizer file was not fingerprinted under scheme 1
+            model_part[key] = model["files_sha256"]
+    return identity_hash(config, {"data": data_part, "model": model_part})
