@@ -30,7 +30,7 @@ from torch.utils._pytree import tree_leaves
 from transformers import DebertaV2ForSequenceClassification
 
 from spikelora import SpikeLoraConfig
-from spikelora.models import deberta_v3_config
+from spikelora.experiment.backbones import deberta_v3_config
 
 TARGETS = ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense", "output.dense"]
 

@@ -48,7 +48,7 @@ import spikelora
 from spikelora import SpikeLoraConfig, SpikeLoraVariant
 from spikelora.adapter import ZeroSkipSpikeLoraVariant as ZeroSkipVariant
 from spikelora.adapter import zero_skip_b
-from spikelora.models import deberta_v3_config
+from spikelora.experiment.backbones import deberta_v3_config
 
 PAIRS = [
     ("base", "merged"),

@@ -28,7 +28,7 @@ from transformers import DataCollatorWithPadding, DebertaV2ForSequenceClassifica
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from spikelora import SpikeLoraConfig
-from spikelora.models import byte_level_tokenizer, deberta_v3_config
+from spikelora.experiment.backbones import byte_level_tokenizer, deberta_v3_config
 
 TARGETS = ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense", "output.dense"]
 

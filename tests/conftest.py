@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-from spikelora.models import deberta_v3_config
+from spikelora.experiment.backbones import deberta_v3_config
 
 # Test helpers (fault callbacks, the W&B record reader) import as top-level modules, as in the
 # subprocesses the tests start with tests/helpers on PYTHONPATH.

@@ -6,7 +6,7 @@ import torch.distributed as dist
 from transformers import DebertaV2ForSequenceClassification
 
 import spikelora
-from spikelora.models import deberta_v3_config
+from spikelora.experiment.backbones import deberta_v3_config
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()

@@ -12,9 +12,9 @@ import pytest
 from clirun import run_cli
 from hydra import compose, initialize_config_dir
 
-from spikelora.confdir import CONF_DIR
-from spikelora.plan import plan_run
-from spikelora.record import RunDir
+from spikelora.experiment.confdir import CONF_DIR
+from spikelora.experiment.plan import plan_run
+from spikelora.experiment.record import RunDir
 from spikelora.report.claims import write_claims
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikelora.data import DataError, load_task_data
-from spikelora.tasks import TASKS, compute_metrics, get_task
+from spikelora.experiment.data import DataError, load_task_data
+from spikelora.experiment.tasks import TASKS, compute_metrics, get_task
 
 BOM = "\ufeff"
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from clirun import run_cli
 
-from spikelora.record import RunDir
+from spikelora.experiment.record import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_report_help_lists_its_subcommands():
 
 
 def test_metrics_equal_an_independent_computation():
-    from spikelora.tasks import compute_metrics, get_task
+    from spikelora.experiment.tasks import compute_metrics, get_task
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 200)
@@ -141,14 +141,14 @@ def dev_loss(adapter_dir: Path, tmp: Path) -> float:
     from hydra import compose, initialize_config_dir
     from peft import PeftModel
 
-    from spikelora.data import load_task_data
-    from spikelora.models import build_model_and_tokenizer
-    from spikelora.tasks import get_task
+    from spikelora.experiment.data import load_task_data
+    from hydra.utils import instantiate
+    from spikelora.experiment.tasks import get_task
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["+experiment=smoke"])
     spec = get_task("cola")
-    base, tok = build_model_and_tokenizer(cfg.model, spec, seed=0)
+    base, tok = instantiate(cfg.model).build(spec, seed=0)
     model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     dev = load_task_data(spec, tmp / "results" / "smoke" / "data" / "cola")["validation"].select(range(64))
     enc = tok(list(dev["sentence"]), padding=True, truncation=True, max_length=32, return_tensors="pt")

@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from scipy.stats import pearsonr
 
-from spikelora.record import read_history
+from spikelora.experiment.record import read_history
 from spikelora.report import build_report, select_vth
 from spikelora.run import run
 

@@ -11,14 +11,14 @@ import pytest
 import torch
 from clirun import run_cli
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from peft import PeftModel
 
 import spikelora
-from spikelora.data import load_task_data
-from spikelora.models import build_model_and_tokenizer
-from spikelora.plan import plan_run
-from spikelora.record import RunDir, read_history, read_json
-from spikelora.tasks import TASKS, get_task
+from spikelora.experiment.data import load_task_data
+from spikelora.experiment.plan import plan_run
+from spikelora.experiment.record import RunDir, read_history, read_json
+from spikelora.experiment.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -188,7 +188,7 @@ def test_final_sparsity_equals_a_direct_count_with_the_saved_adapter(smoke_run):
     tmp, run_dir, _ = smoke_run
     cfg = compose_cfg(["+experiment=smoke"])
     spec = get_task("cola")
-    base, tokenizer = build_model_and_tokenizer(cfg.model, spec, seed=0)
+    base, tokenizer = instantiate(cfg.model).build(spec, seed=0)
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()
     data = load_task_data(spec, tmp / "results" / "smoke" / "data" / "cola")["validation"]
     per_module: dict[str, list[int]] = {}

@@ -13,8 +13,8 @@ from peft import get_peft_model
 from spikegpt_reference import recurrent_forward, wkv_closed_form
 
 from spikelora import SpikeLoraConfig, SpikeLoraLinear
+from spikelora.experiment.record import read_history, read_json
 from spikelora.models.spikegpt import SpikeGPT, SpikeGPTConfig, lif, token_shift, wkv
-from spikelora.record import read_history, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["att.key", "att.value", "att.receptance", "ffn.key", "ffn.value", "ffn.receptance"]
@@ -265,7 +265,7 @@ def test_fused_wkv_equals_the_step_by_step_autograd_scan():
 def _compose_spikegpt(experiment: str, tmp_path, seed: int):
     from hydra import compose, initialize_config_dir
 
-    from spikelora.confdir import CONF_DIR
+    from spikelora.experiment.confdir import CONF_DIR
 
     # The paper's experiment with the checkpoint swapped for a random 18-layer SpikeGPT of tiny width.
     overrides = [
@@ -291,14 +291,14 @@ def test_authors_protocol_109_modules_last_position_and_a_split_per_seed(tmp_pat
     weight trained too), the last position of the padded batch, a validation split per seed;
     +experiment=spikegpt_clean keeps 108 modules, the last real token and one fixed split."""
     from spikelora.adapter import SpikeLoraLinear
-    from spikelora.build import build
-    from spikelora.plan import plan_run
+    from spikelora.experiment.build import build
+    from spikelora.experiment.plan import plan_run
 
     built = {}
     for experiment in ("spikegpt", "spikegpt_clean"):
         for seed in (0, 1):
             cfg = _compose_spikegpt(experiment, tmp_path, seed)
-            built[experiment, seed] = build(cfg, plan_run(cfg))
+            built[experiment, seed] = build(plan_run(cfg))
     authors = built["spikegpt", 0].model
     adapted = [n for n, m in authors.named_modules() if isinstance(m, SpikeLoraLinear)]
     assert len(adapted) == 109 and adapted[-1].endswith("head")
@@ -320,7 +320,7 @@ def test_authors_protocol_109_modules_last_position_and_a_split_per_seed(tmp_pat
 
 
 def test_split_seed_must_be_an_integer_or_seed(tmp_path):
-    from spikelora.plan import ConfigError, plan_run
+    from spikelora.experiment.plan import ConfigError, plan_run
 
     cfg = _compose_spikegpt("spikegpt", tmp_path, 0)
     cfg.task.split_seed = "per-seed"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from clirun import run_cli
 
-from spikelora.record import RunDir, read_history, read_json
-from spikelora.sweeps import sweep_jobs, sweep_names, sweep_plans
+from spikelora.experiment.record import RunDir, read_history, read_json
+from spikelora.experiment.sweeps import sweep_jobs, sweep_names, sweep_plans
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_JOBS = {
@@ -58,7 +58,7 @@ def test_every_sweep_composes_with_the_expected_number_of_jobs():
 def test_fast_sweep_expansion_equals_a_full_compose_per_job():
     from hydra import compose, initialize_config_dir
 
-    from spikelora.plan import plan_run
+    from spikelora.experiment.plan import plan_run
 
     samples = {"rank": 7, "glue": 11, "vth": 3, "spikegpt": 5, "dropout": 9}
     fast = {name: sweep_plans(name) for name in samples}
@@ -199,7 +199,7 @@ def test_two_launches_of_the_same_run_never_write_at_once(tmp_path):
     # Deterministically first: while a live process holds the run's lock, a launch skips it and writes nothing.
     from hydra import compose, initialize_config_dir
 
-    from spikelora.plan import plan_run
+    from spikelora.experiment.plan import plan_run
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         plan = plan_run(compose(config_name="config", overrides=cmd[3:]), check_resources=False)

@@ -14,10 +14,11 @@ import pytest
 from clirun import run_cli
 from hydra import compose, initialize_config_dir
 
-from spikelora.data import DataError, read_subj, read_tsv
-from spikelora.plan import NOT_IDENTITY, ConfigError, plan_run
-from spikelora.record import Attempt, RunDir, read_json, scan, write_json
-from spikelora.tasks import get_task
+from spikelora.experiment.data import DataError, read_subj, read_tsv
+from spikelora.experiment.identity import NOT_IDENTITY
+from spikelora.experiment.plan import ConfigError, plan_run
+from spikelora.experiment.record import Attempt, RunDir, read_json, scan, write_json
+from spikelora.experiment.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -43,7 +44,7 @@ def name_of(overrides: list[str]) -> str:
         ["adapter.tau=3.0"],
         ["adapter.spike_mode=temporal"],
         ["adapter.alpha=4"],
-        ["task.data_dir=/elsewhere/cola"],
+        ["task.synthetic=false", "task.data_dir=/elsewhere/cola"],
         ["trainer.weight_decay=0.0"],
         ["trainer.logging_steps=1"],
         ["model.hidden_size=32"],
@@ -87,11 +88,14 @@ def test_the_excluded_settings_are_listed_in_one_place():
     assert {"logger", "results_dir", "force", "keep_checkpoints", "trainer.dataloader_num_workers"} <= set(NOT_IDENTITY)
 
 
-def test_hf_models_at_different_paths_are_different_runs(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
-    names = {name_of(["model=hf", f"model.name_or_path={p}"]) for p in (a, b)}
-    assert len(names) == 2 and all(n.startswith("hf-cola-spike-") for n in names)
+def test_local_models_are_named_by_their_files_not_their_paths(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for path, text in ((a, '{"x": 1}'), (b, '{"x": 2}'), (c, '{"x": 1}')):
+        path.mkdir()
+        (path / "config.json").write_text(text)
+    names = {p.name: name_of(["model=hf", f"model.name_or_path={p}"]) for p in (a, b, c)}
+    assert names["a"] != names["b"] and names["a"] == names["c"]
+    assert all(n.startswith("hf-cola-spike-") for n in names.values())
 
 
 def test_defaults_are_interpolated_so_the_config_shows_effective_values():
@@ -170,7 +174,7 @@ def test_real_subj_files_give_5000_and_5000_when_present():
 
 def test_empty_and_undecodable_files_name_the_file_and_line(tmp_path):
     spec = get_task("cola")
-    from spikelora.data import LAYOUTS
+    from spikelora.experiment.data import LAYOUTS
 
     (tmp_path / "empty.tsv").write_bytes(b"")
     with pytest.raises(DataError, match=r"empty\.tsv holds no rows"):
@@ -268,7 +272,7 @@ SMOKE = ["+experiment=smoke", "trainer.max_steps=30", "trainer.logging_steps=5"]
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """The generated smoke task at one path, so that runs in different results dirs share an identity."""
-    from spikelora.synthetic import write_synthetic
+    from spikelora.experiment.synthetic import write_synthetic
 
     path = tmp_path_factory.mktemp("data") / "cola"
     write_synthetic("cola", path)
@@ -353,7 +357,7 @@ def test_force_never_damages_the_complete_record(tmp_path):
 
 
 def _smoke_data(tmp_path: Path) -> Path:
-    from spikelora.synthetic import write_synthetic
+    from spikelora.experiment.synthetic import write_synthetic
 
     path = tmp_path / "generated"
     write_synthetic("cola", path)
@@ -387,7 +391,7 @@ def test_disk_full_during_a_checkpoint_ends_failed_not_running(tmp_path):
 def test_sigterm_handler_is_installed_for_the_configured_signals():
     import signal
 
-    from spikelora.callbacks import Preemption
+    from spikelora.experiment.callbacks import Preemption
 
     before = signal.getsignal(signal.SIGUSR1)
     with Preemption(["SIGUSR1"]) as p:

@@ -142,7 +142,6 @@ def spikegpt_tokenizer(source: str) -> PreTrainedTokenizerFast:
     return tok
 
 
-
 def is_local_path(value: str) -> bool:
     """Whether a model/tokenizer source names a local path rather than a hub id."""
     return value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists()

@@ -333,6 +333,7 @@ def tokenize_task(
     definition and ``max_length``; a second run loads it instead of tokenising again. Returns the
     data and whether it came from the cache.
     """
+
     def encode(batch):
         texts = [batch[f] for f in spec.text_fields]
         enc = tokenizer(*texts, truncation=True, max_length=max_length)

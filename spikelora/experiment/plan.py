@@ -378,4 +378,3 @@ def _check_data(data: DataPlan) -> None:
     if data.synthetic:
         return  # written by the run itself
     check_data_dir(data.task, data.data_dir)
-
