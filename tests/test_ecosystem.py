@@ -139,10 +139,10 @@ def test_best_adapter_early_stopping_and_caps(tmp_path):
 def dev_loss(adapter_dir: Path, tmp: Path) -> float:
     """Mean cross-entropy of the first 64 dev rows, computed here with the saved adapter."""
     from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
     from peft import PeftModel
 
     from spikelora.experiment.data import load_task_data
-    from hydra.utils import instantiate
     from spikelora.experiment.tasks import get_task
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

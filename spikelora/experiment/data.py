@@ -305,7 +305,7 @@ def _from_hub(spec: TaskSpec, split_seed: int) -> DatasetDict:
     except (ConnectionError, OSError) as err:
         raise DataError(
             f"Could not reach the hub for task {spec.name!r} ({repo}): {err}. Offline, pass task.data_dir=DIR "
-            "holding the task's original files (see README, 'Task data')."
+            "holding the task's original files (see docs/runner.md, 'Task data')."
         ) from None
     if spec.name == "subj":
         full = concatenate_datasets([raw[s] for s in raw]).select_columns(["text", "label"])
