@@ -28,6 +28,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     A complete record of the same identity is reused unless ``force``; a run locked by another
     live process is skipped; an attempt that did not complete resumes from its latest checkpoint.
     """
+    from .experiment.identity import find_legacy
     from .experiment.plan import plan_run
     from .experiment.record import RunDir
 
@@ -36,6 +37,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not plan.force and (done := run_dir.complete_record()) is not None:
         print(f"skipped (complete): {plan.run_dir}")
         return done
+    if not plan.force and (old := find_legacy(plan.run_dir, plan.identity)) is not None:
+        results = plan.run_dir.parents[1]
+        print(
+            f"note: {old} holds this run, recorded before the identity covered content; it is trained anew. "
+            f"To keep it instead, stop and run: python -m spikelora.status {results} --rekey",
+            file=sys.stderr,
+        )
     if not run_dir.acquire():
         print(f"skipped (running in another process): {plan.run_dir}")
         return {"status": "running", "run_name": plan.run_name}

@@ -8,6 +8,8 @@ For each sweep in ``conf/sweep`` it expands the grid into its runs and classifie
 ``failed``       the last attempt failed (the error is shown)
 ``stale``        recorded as running but no process holds the lock (killed, node lost)
 ``corrupt``      a record that cannot be read or whose history is missing or changed
+``legacy``       a complete record made before the run identity covered the data's content
+                 (its directory carries the old hash); ``--rekey`` gives it its current name
 ``missing``      no record yet
 
 Re-launching a sweep trains exactly the runs that are not complete (interrupted and stale ones
@@ -31,20 +33,39 @@ def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, overr
 
     ``overrides``: those the sweep was launched with (``trainer.max_steps=100``); they change run identities.
     """
-    from .experiment.sweeps import sweep_names, sweep_plans  # torch and Hydra: not for --help
+    from .experiment.identity import find_legacy  # torch and Hydra: not for --help
+    from .experiment.sweeps import sweep_names, sweep_plans
 
     check_results_dir(results_dir)
     out = {}
+    seen: dict = {}
     for name in sweeps or sweep_names():
         plans = sweep_plans(name, [*overrides, f"results_dir={results_dir}"])
         runs = []
         counts = dict.fromkeys(STATES, 0)
         for plan in plans:
             state, detail = RunDir(plan.run_dir).state()
+            if state == "missing" and (old := find_legacy(plan.run_dir, plan.identity, seen)) is not None:
+                state, detail = "legacy", f"recorded before content identity as {old.name}: --rekey adopts it"
             counts[state] += 1
             runs.append({"run_name": plan.run_name, "run_dir": str(plan.run_dir), "state": state, "detail": detail})
         out[name] = {"expected": len(plans), "counts": counts, "runs": runs}
     return out
+
+
+def rekey_all(results_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Rekey every legacy record below ``results_dir`` (see :func:`spikelora.experiment.identity.rekey`)."""
+    from .experiment.identity import rekey
+    from .experiment.record import run_dirs
+
+    done = []
+    for run in run_dirs(results_dir):
+        new = rekey(run)
+        if new is not None:
+            print(f"rekeyed: {run.path.name} -> {new.name}")
+            done.append((run.path, new))
+    print(f"{len(done)} legacy record(s) rekeyed in {results_dir}")
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sweep", action="append", help="only these sweeps (repeatable); default: all")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--rekey",
+        action="store_true",
+        help="rename every legacy record (made before content identity) after its current identity, "
+        "computed from the data and model fingerprints it recorded; then report as usual",
+    )
     args = parser.parse_intermixed_args(argv)
     if args.results_dir is not None and "=" in args.results_dir:  # only overrides were given
         args.overrides, args.results_dir = [args.results_dir, *args.overrides], None
@@ -66,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
+        if args.rekey:
+            rekey_all(args.results_dir)
         status = sweep_status(args.results_dir, args.sweep, args.overrides)
     except (ValueError, RecordError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr)

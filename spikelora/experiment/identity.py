@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from .backbones import is_local_path
 from .data import task_files
 from .provenance import files_sha256
+from .record import RecordError, RunDir, write_json
 from .synthetic import SYNTHETIC_VERSION
 from .tasks import TaskSpec
 
@@ -110,20 +111,15 @@ def identity_hash(config: dict[str, Any], content: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
 
 
-def record_identity(record: dict[str, Any]) -> str | None:
-    """The identity a record's run has under the current scheme, from the config and the fingerprints
-    it recorded (None when it lacks them). For a current record it equals ``record["identity"]``."""
+def _scheme1_parts(record: dict[str, Any]) -> tuple[dict, dict] | None:
+    """(config, content) of a scheme-1 record under the current scheme, from what it recorded."""
     prov = record.get("provenance") or {}
-    canonical = prov.get("canonical_config")
-    data, model = prov.get("data"), prov.get("model")
+    canonical, data, model = prov.get("canonical_config"), prov.get("data"), prov.get("model")
     if not isinstance(canonical, dict) or not isinstance(data, dict) or not isinstance(model, dict):
         return None
-    if record.get("identity_scheme") == IDENTITY_SCHEME:
-        return identity_hash(canonical, prov.get("content") or {})
-    config = strip_config(canonical)
     task = canonical.get("task") or {}
     if task.get("synthetic"):
-        data_part = {"synthetic": task.get("name"), "generator": SYNTHETIC_VERSION}
+        data_part: dict[str, Any] = {"synthetic": task.get("name"), "generator": SYNTHETIC_VERSION}
     elif "files_sha256" in data:
         data_part = {"files_sha256": data["files_sha256"]}
     else:
@@ -136,4 +132,69 @@ def record_identity(record: dict[str, Any]) -> str | None:
             if key == "tokenizer" or "files_sha256" not in model:
                 return None  # a local tokenizer file was not fingerprinted under scheme 1
             model_part[key] = model["files_sha256"]
-    return identity_hash(config, {"data": data_part, "model": model_part})
+    return strip_config(canonical), {"data": data_part, "model": model_part}
+
+
+def record_identity(record: dict[str, Any]) -> str | None:
+    """The identity a record's run has under the current scheme, from the config and the fingerprints
+    it recorded (None when it lacks them). For a current record it equals ``record["identity"]``."""
+    prov = record.get("provenance") or {}
+    if record.get("identity_scheme") == IDENTITY_SCHEME:
+        if not isinstance(prov.get("canonical_config"), dict):
+            return None
+        return identity_hash(prov["canonical_config"], prov.get("content") or {})
+    parts = _scheme1_parts(record)
+    return identity_hash(*parts) if parts is not None else None
+
+
+def is_legacy(record: dict[str, Any]) -> bool:
+    """Whether a record was made before content entered the identity (scheme 1)."""
+    return record.get("identity_scheme") != IDENTITY_SCHEME
+
+
+def rekey(run: RunDir) -> Path | None:
+    """Give a complete scheme-1 record the name of its current identity (renaming its directory);
+    None if it is not legacy or lacks the fingerprints. The record's data and history are unchanged."""
+    record = run.complete_record()
+    if record is None or not is_legacy(record) or (parts := _scheme1_parts(record)) is None:
+        return None
+    config, content = parts
+    identity = identity_hash(config, content)
+    old_name = str(record.get("run_name") or run.path.name)
+    new_name = f"{old_name.rsplit('-', 1)[0]}-{identity}"
+    target = run.path.with_name(new_name)
+    if target.exists():
+        raise RecordError(f"{target} exists already: cannot rekey {run.path} onto it.")
+    prov = dict(record.get("provenance") or {})
+    prov.update(canonical_config=config, content=content)
+    updated = {
+        **record,
+        "run_name": new_name,
+        "identity": identity,
+        "identity_scheme": IDENTITY_SCHEME,
+        "rekeyed_from": old_name,
+        "provenance": prov,
+    }
+    run.path.rename(target)  # first: a failure below leaves a legacy record that a re-try renames again
+    write_json(target / run.metrics_path.name, updated)
+    return target
+
+
+def find_legacy(run_dir: Path, identity: str, seen: dict[Path, list[tuple[Path, str | None]]] | None = None) -> Path | None:
+    """A legacy record beside ``run_dir`` (same readable name, another hash) whose run has ``identity``
+    under the current scheme: the same run, recorded before content entered the identity.
+    ``seen`` caches the experiment directory's legacy records across calls."""
+    seen = {} if seen is None else seen
+    parent = run_dir.parent
+    if parent not in seen:
+        found = []
+        for path in sorted(parent.glob("*-????????")) if parent.is_dir() else []:
+            record = RunDir(path).complete_record()
+            if record is not None and is_legacy(record):
+                found.append((path, record_identity(record)))
+        seen[parent] = found
+    prefix = run_dir.name.rsplit("-", 1)[0]
+    for path, legacy_identity in seen[parent]:
+        if path.name.rsplit("-", 1)[0] == prefix and legacy_identity == identity:
+            return path
+    return None

@@ -43,7 +43,8 @@ STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"
 STATUS_INTERRUPTED = "interrupted"
 # What status/report call a run directory.
-STATES = ("complete", "running", "interrupted", "failed", "stale", "corrupt", "missing")
+# legacy: a complete record made before content entered the identity (python -m spikelora.status --rekey)
+STATES = ("complete", "running", "interrupted", "failed", "stale", "corrupt", "legacy", "missing")
 
 METRICS = "metrics.json"
 CONFIG = "config.yaml"
