@@ -115,6 +115,11 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
     pmodel = prov.get("model") if isinstance(prov.get("model"), dict) else {}
     if not model and pmodel:
         model = {"kind": pmodel.get("kind"), "name_or_path": pmodel.get("source"), "checkpoint": pmodel.get("source")}
+    # A local source is not in the canonical config (its content is in the identity): its path is the
+    # provenance's source.
+    source_key = {"hf": "name_or_path", "spikegpt": "checkpoint"}.get(model.get("kind"))
+    if source_key and source_key not in model and pmodel.get("source"):
+        model = {**model, source_key: pmodel["source"]}
     if pmodel.get("hub_id") and not model.get("hub_id"):  # hub_id is not part of the canonical config
         model = {**model, "hub_id": pmodel["hub_id"]}
     model_id = m.get("model_id") if isinstance(m.get("model_id"), str) else _model_id(model, m.get("model"))
@@ -126,10 +131,15 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
     if isinstance(m.get("data_id"), str):
         data_id = m["data_id"]
     else:
-        source = "synthetic" if task.get("synthetic") else ("hub" if task.get("data_dir") is None else "files")
-        if not task:  # no config.yaml: what the record's data provenance says, if anything
-            pdata = prov.get("data") if isinstance(prov.get("data"), dict) else {}
-            source = "hub" if "hub" in pdata else ("files" if pdata else "unknown")
+        pdata = prov.get("data") if isinstance(prov.get("data"), dict) else {}
+        if task.get("synthetic"):
+            source = "synthetic"
+        elif "files_sha256" in pdata or "hub" in pdata:  # what the run read (task.data_dir is not in the identity)
+            source = "files" if "files_sha256" in pdata else "hub"
+        elif task:
+            source = "hub" if task.get("data_dir") is None else "files"
+        else:
+            source = "unknown"
         evals = m.get("eval_samples")
         n_eval = sum(evals.values()) if isinstance(evals, dict) else evals
         data_id = f"{source} n={m.get('train_samples')}/{n_eval}"
