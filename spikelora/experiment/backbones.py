@@ -99,14 +99,14 @@ def deberta_v3_config(
     )
 
 
-def tiny_deberta(cfg: Any, num_labels: int, vocab_size: int, seed: int) -> DebertaV2ForSequenceClassification:
+def tiny_deberta(shape: Any, num_labels: int, vocab_size: int, seed: int) -> DebertaV2ForSequenceClassification:
     """A small DeBERTa-v3-shaped classifier, randomly initialised."""
     config = deberta_v3_config(
         vocab_size=vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads,
-        intermediate_size=cfg.intermediate_size,
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        intermediate_size=shape.intermediate_size,
         position_buckets=64,
         num_labels=num_labels,
     )
@@ -308,13 +308,13 @@ class SpikeGPTBackbone(Backbone):
         return _spikegpt(self, task, seed)
 
 
-def _spikegpt(cfg: SpikeGPTBackbone, task: TaskSpec, seed: int) -> tuple[SpikeGPT, Any]:
+def _spikegpt(backbone: SpikeGPTBackbone, task: TaskSpec, seed: int) -> tuple[SpikeGPT, Any]:
     if task.is_regression:
         raise ValueError(f"SpikeGPT has a classification head only; task {task.name!r} is a regression.")
-    tokenizer = spikegpt_tokenizer(cfg.tokenizer)
-    if cfg.checkpoint:
+    tokenizer = spikegpt_tokenizer(backbone.tokenizer)
+    if backbone.checkpoint:
         model = SpikeGPT.from_checkpoint(
-            cfg.checkpoint, n_classes=task.num_labels, ctx_len=cfg.ctx_len, pooling=cfg.pooling
+            backbone.checkpoint, n_classes=task.num_labels, ctx_len=backbone.ctx_len, pooling=backbone.pooling
         )
         if model.cfg.vocab_size < len(tokenizer):
             raise ValueError(
@@ -323,12 +323,12 @@ def _spikegpt(cfg: SpikeGPTBackbone, task: TaskSpec, seed: int) -> tuple[SpikeGP
             )
         return model, tokenizer
     config = SpikeGPTConfig(
-        n_layer=cfg.n_layer,
-        n_embd=cfg.n_embd,
+        n_layer=backbone.n_layer,
+        n_embd=backbone.n_embd,
         vocab_size=len(tokenizer),
-        ctx_len=cfg.ctx_len,
+        ctx_len=backbone.ctx_len,
         n_classes=task.num_labels,
-        pooling=cfg.pooling,
+        pooling=backbone.pooling,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -180,7 +180,9 @@ def rekey(run: RunDir) -> Path | None:
     return target
 
 
-def find_legacy(run_dir: Path, identity: str, seen: dict[Path, list[tuple[Path, str | None]]] | None = None) -> Path | None:
+def find_legacy(
+    run_dir: Path, identity: str, seen: dict[Path, list[tuple[Path, str | None]]] | None = None
+) -> Path | None:
     """A legacy record beside ``run_dir`` (same readable name, another hash) whose run has ``identity``
     under the current scheme: the same run, recorded before content entered the identity.
     ``seen`` caches the experiment directory's legacy records across calls."""

@@ -118,7 +118,11 @@ class LoggerPlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """The effective settings of one run, its identity and where it is recorded."""
+    """The effective settings of one run, its identity and where it is recorded.
+
+    ``run_name``, ``identity`` and ``run_dir`` are derived here, once every field has passed its
+    checks: from the canonical config and the content fingerprints (the identity) and ``results_dir``.
+    """
 
     experiment: str
     task: str
@@ -133,9 +137,7 @@ class Plan:
     max_steps: int
     batch_size: int
     max_length: int
-    run_name: str
-    identity: str
-    run_dir: Path
+    results_dir: Path = field(repr=False, compare=False)
     # What the run is built from (compare=False: equal settings plan equal runs).
     spec: TaskSpec = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
     adapter_spec: AdapterSpec = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
@@ -156,6 +158,10 @@ class Plan:
     content: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     config_yaml: str = field(repr=False, compare=False, default="")  # the resolved config, for the record
     config: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)  # the same, for W&B
+    # Derived in __post_init__.
+    identity: str = field(init=False)
+    run_name: str = field(init=False)
+    run_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
         if not _EXPERIMENT_NAME.match(self.experiment) or ".." in self.experiment:
@@ -163,6 +169,11 @@ class Plan:
                 f"experiment_name must be one plain directory name (letters, digits, '.', '_', '-'), got "
                 f"{self.experiment!r}: records go to results_dir/experiment_name/ and never outside results_dir."
             )
+        _number("lr (trainer.learning_rate)", self.lr)
+        _number("trainer.max_steps", self.max_steps, integer=True)
+        _number("epochs (trainer.num_train_epochs)", self.epochs)
+        _number("trainer.per_device_train_batch_size", self.batch_size, integer=True)
+        _number("seed", self.seed, integer=True)
         if self.lr <= 0:
             raise ConfigError(f"lr must be a positive number, got {self.lr}.")
         if self.max_steps == 0 or self.max_steps < -1:
@@ -176,6 +187,23 @@ class Plan:
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed}.")
         _optional_positive("early_stopping_patience", self.early_stopping_patience)
+        object.__setattr__(self, "lr", float(self.lr))
+        object.__setattr__(self, "epochs", float(self.epochs))
+        identity = identity_hash(self.canonical, self.content)
+        parts = [] if self.model == "deberta_v3_base" else [self.model]
+        parts += [self.task, self.adapter]
+        if self.r is not None:
+            parts.append(f"r{self.r}")
+        if self.vth is not None:
+            parts.append(f"vth{_fmt(self.vth)}")
+        parts.append(f"lr{_fmt(self.lr)}")
+        if self.dropout is not None:
+            parts.append(f"p{_fmt(self.dropout)}")
+        parts += [f"s{self.seed}", identity]
+        name = "-".join(parts)
+        object.__setattr__(self, "identity", identity)
+        object.__setattr__(self, "run_name", name)
+        object.__setattr__(self, "run_dir", RunDir.path_for(self.results_dir, self.experiment, name))
 
     @property
     def spike(self) -> bool:
@@ -254,12 +282,6 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
             backbone.check()
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    t = cfg.trainer
-    lr = _number("lr (trainer.learning_rate)", t.learning_rate)
-    max_steps = _number("trainer.max_steps", t.max_steps, integer=True)
-    epochs = _number("epochs (trainer.num_train_epochs)", t.num_train_epochs)
-    batch = _number("trainer.per_device_train_batch_size", t.per_device_train_batch_size, integer=True)
-    seed = _number("seed", cfg.seed, integer=True)
     split_seed = cfg.task.get("split_seed", 0)
     if split_seed != "seed" and (isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0):
         raise ConfigError(
@@ -280,7 +302,7 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
         task=spec,
         data_dir=data_dir,
         synthetic=synthetic,
-        split_seed=int(seed) if split_seed == "seed" else int(split_seed),
+        split_seed=_number("seed", cfg.seed, integer=True) if split_seed == "seed" else int(split_seed),
         max_length=cfg.max_length,
         max_train_samples=cfg.get("max_train_samples"),
         max_eval_samples=cfg.get("max_eval_samples"),
@@ -301,39 +323,25 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
         content = {"data": data.content, "model": backbone.content()}
     except OSError as err:
         raise ConfigError(f"Cannot read the model's files to fingerprint them: {err}") from None
-    identity = identity_hash(canonical, content)
-    experiment = str(cfg.experiment_name)
-    parts = [] if backbone.name == "deberta_v3_base" else [backbone.name]
-    parts += [spec.name, adapter.type]
-    if adapter.r is not None:
-        parts.append(f"r{adapter.r}")
-    if adapter.vth is not None:
-        parts.append(f"vth{_fmt(adapter.vth)}")
-    parts.append(f"lr{_fmt(lr)}")
-    if adapter.dropout is not None:
-        parts.append(f"p{_fmt(adapter.dropout)}")
-    parts += [f"s{seed}", identity]
-    name = "-".join(parts)
     logger = cfg.logger
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
+    t = cfg.trainer
     plan = Plan(
-        experiment=experiment,
+        experiment=str(cfg.experiment_name),
         task=spec.name,
         model=backbone.name,
         adapter=adapter.type,
         r=adapter.r,
         vth=adapter.vth,
-        lr=float(lr),
+        lr=t.learning_rate,
         dropout=float(adapter.dropout) if adapter.dropout is not None else None,
-        seed=seed,
-        epochs=float(epochs),
-        max_steps=max_steps,
-        batch_size=batch,
+        seed=cfg.seed,
+        epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        batch_size=t.per_device_train_batch_size,
         max_length=data.max_length,
-        run_name=name,
-        identity=identity,
-        run_dir=RunDir.path_for(cfg.results_dir, experiment, name) if _EXPERIMENT_NAME.match(experiment) else Path(),
+        results_dir=Path(str(cfg.results_dir)).expanduser(),
         spec=spec,
         adapter_spec=adapter,
         backbone=backbone,
