@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from peft import LoraConfig, LoraModel
+from peft import LoraConfig, LoraModel, mapping
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraLayer
 from peft.tuners.lora.variants import LoraVariant
@@ -268,8 +268,6 @@ def _batch_token_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 def register() -> None:
     """Make ``peft_type="SPIKELORA"`` known to PEFT (idempotent; done on ``import spikelora``)."""
-    from peft import mapping
-
     mapping.PEFT_TYPE_TO_CONFIG_MAPPING[PEFT_TYPE] = SpikeLoraConfig
     mapping.PEFT_TYPE_TO_TUNER_MAPPING[PEFT_TYPE] = SpikeLoraModel
     mapping.PEFT_TYPE_TO_PREFIX_MAPPING[PEFT_TYPE] = SpikeLoraModel.prefix

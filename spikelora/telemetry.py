@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .neuron import LIFGate, _phases
+from .neuron import COUNTERS, LIFGate, _phases
 
 OPS_COUNTERS = "_spikelora_ops"  # where spikelora.ops.track_ops keeps a layer's row counters
 
@@ -136,8 +136,6 @@ def reference_sparsity(model: nn.Module, adapter_name: str | None = None) -> flo
 
 def counter_state(model: nn.Module, phase: str = "train") -> dict[str, torch.Tensor]:
     """The gates' counters of ``phase`` (CPU copies), to carry them across a checkpoint and resume."""
-    from .neuron import COUNTERS
-
     return {
         f"{name}.{phase}_{c}": getattr(module, f"{phase}_{c}").detach().cpu().clone()
         for name, module in model.named_modules()

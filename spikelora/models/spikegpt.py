@@ -38,7 +38,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import hf_hub_download
 from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..neuron import ATanSpike
 
@@ -322,8 +324,6 @@ class SpikeGPT(nn.Module):
         else:
             pooled = x[:, -1]
         logits = self.head(pooled)
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -352,8 +352,6 @@ class SpikeGPT(nn.Module):
             repo, _, filename = str(path_or_hub_id).partition(":")
             if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
                 raise FileNotFoundError(f"No SpikeGPT checkpoint at {path_or_hub_id!r} (neither a file nor a hub id).")
-            from huggingface_hub import hf_hub_download
-
             path = Path(hf_hub_download(repo_id=repo, filename=filename or HUB_FILE))
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or "emb.weight" not in state:

@@ -27,6 +27,7 @@ from ..experiment.confdir import CONF_DIR
 from ..experiment.record import RunDir
 from . import paper
 from .collect import MISSING, Runs, Stat, collect, select, stat
+from .efficiency import write_efficiency
 from .figures import dropout_figure, gradnorm_figure, gradnorm_series, heatmap_figure, vth_figure
 from .tables import (
     comparison,
@@ -303,8 +304,6 @@ def build_report(
     figures += grad_paths
     # What the sparsity buys: operations and energy per token against unmerged and merged LoRA.
     if "ops" in df and df["ops"].map(lambda o: isinstance(o, dict)).any():
-        from .efficiency import write_efficiency
-
         figures += write_efficiency(df[df["ops"].map(lambda o: isinstance(o, dict))], out / "efficiency")
 
     _write_page(out, tables, figures, grad_stats, runs, expected_seeds, gap)

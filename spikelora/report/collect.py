@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..experiment.record import scan
+
 # Per-run values the tables use, from metrics.json "final" (last evaluation). Scores are in
 # percent, as in the paper; losses, gaps raw; sparsity in percent.
 PERCENT = ("main", "mcc", "accuracy", "f1", "pearson", "spearman", "acc_m", "acc_mm", "sparsity", "sparsity_reference")
@@ -171,8 +173,6 @@ def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
     ``gap`` chooses the generalisation gap: ``"ref"`` (the authors' definition, the paper's
     tables) or ``"epoch"`` (mean over the final epoch).
     """
-    from ..experiment.record import scan
-
     records, excluded = scan(results_dir)
     rows = []
     for run, m in records:

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..experiment.tasks import TASKS
+from .figures import save_figure
 
 MERGED = "lora (merged)"
 # Runs are only ever pooled within one model, data set and training setting (never mixed).
@@ -209,8 +210,6 @@ def efficiency_figure(
         ax.set(xlabel="adapter MACs / token", ylabel=t["metric"].iloc[0], title=task)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title="SpikeLoRA points labelled by V_θ", title_fontsize=7)
-    from .figures import save_figure
-
     return save_figure(fig, Path(out), name)
 
 

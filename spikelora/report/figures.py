@@ -14,6 +14,7 @@ import pandas as pd
 from scipy.stats import pearsonr
 
 from ..experiment.record import RunDir
+from .claims import grad_norms
 from .collect import select
 
 COLORS = {"lora": "tab:blue", "spike": "tab:brown"}
@@ -116,8 +117,6 @@ def heatmap_figure(df: pd.DataFrame, out: Path, experiment: str = "sparsity") ->
 def gradnorm_series(df: pd.DataFrame, experiment: str = "gradnorm") -> tuple[np.ndarray, np.ndarray, int] | None:
     """Grad norms (LoRA, SpikeLoRA) of the same seed aligned by step, one per logging window (the
     paper's sample: :func:`spikelora.report.claims.grad_norms`), or None."""
-    from .claims import grad_norms
-
     runs = select(df, experiment=experiment)
     for seed in sorted(runs.get("seed", pd.Series(dtype=int)).dropna().unique()):
         pair = {}
