@@ -61,7 +61,7 @@ def _attempt(plan, run_dir) -> dict[str, Any]:
 
     from .experiment.build import build
     from .experiment.callbacks import Preempted, Preemption
-    from .experiment.outcome import assemble, print_summary
+    from .experiment.outcome import assemble, divergence, print_summary
     from .experiment.provenance import git_state, machine, versions
     from .experiment.record import checkpoint_step, utc_now
     from .experiment.tracking import finish_wandb, start_wandb
@@ -71,6 +71,9 @@ def _attempt(plan, run_dir) -> dict[str, Any]:
     t0 = time.time()
     attempt = run_dir.attempt(fresh=plan.force)
     checkpoint = attempt.latest_checkpoint()
+    for path, damage in attempt.skipped_checkpoints:
+        then = f"resuming from {checkpoint.name}" if checkpoint is not None else "starting afresh"
+        print(f"warning: {path} is damaged ({damage}): not resumed from; {then}.", file=sys.stderr)
     info = {
         **plan.info(),
         "provenance": {
@@ -98,6 +101,11 @@ def _attempt(plan, run_dir) -> dict[str, Any]:
             if plan.save_adapter and plan.adapter != "full" and attempt.writer:
                 built.model.save_pretrained(str(attempt.adapter_dir))
             metrics = assemble(attempt, plan, built, trainer, train_output, t0)
+            if (reason := divergence(metrics, attempt.history())) is not None:
+                attempt.diverge(reason)
+                finish_wandb(wandb_run, ok=False)
+                print(f"diverged: {plan.run_dir}: {reason} (not a result: left out of tables and claims)")
+                return {"status": "diverged", "run_name": plan.run_name, "experiment": plan.experiment, "error": reason}
             for adapter_dir in (attempt.adapter_dir, attempt.best_adapter_dir):
                 if adapter_dir.is_dir():
                     write_card(adapter_dir, metrics)
@@ -143,7 +151,12 @@ def main(cfg: DictConfig) -> float | None:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         raise
-    return job_result(results_dir, str(metrics.get("status")), metrics)
+    status = str(metrics.get("status"))
+    value = job_result(results_dir, status, metrics, metrics.get("error"))
+    if status == "diverged" and not multirun:
+        print(f"error: the run diverged: {metrics.get('error')}", file=sys.stderr)
+        sys.exit(1)
+    return value
 
 
 def fast_help() -> str:

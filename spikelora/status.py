@@ -6,11 +6,15 @@ For each sweep in ``conf/sweep`` it expands the grid into its runs and classifie
 ``running``      a live process holds the run's lock
 ``interrupted``  preempted (SIGTERM): checkpointed at a step, a re-run resumes it
 ``failed``       the last attempt failed (the error is shown)
+``diverged``     the last attempt trained, but its loss or metrics are not finite (not a result)
 ``stale``        recorded as running but no process holds the lock (killed, node lost)
 ``corrupt``      a record that cannot be read or whose history is missing or changed
 ``legacy``       a complete record made before the run identity covered the data's content
                  (its directory carries the old hash); ``--rekey`` gives it its current name
 ``missing``      no record yet
+
+Exit status (``--json`` too): 0 when no run needs attention, 1 when any run is failed, diverged,
+corrupt or stale (:data:`ATTENTION`), 2 for a bad command line or results directory.
 
 Re-launching a sweep trains exactly the runs that are not complete (interrupted and stale ones
 resume from their checkpoints). A sweep launched with overrides (``sweeps/launch.sh rank basic
@@ -26,6 +30,9 @@ from pathlib import Path
 
 from .experiment.confdir import default_results_dir
 from .experiment.record import STATES, RecordError, RunDir, check_results_dir
+
+# The states a script must see: the run did not produce a result and no live process is on it.
+ATTENTION = ("failed", "diverged", "corrupt", "stale")
 
 
 def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, overrides: list[str] = ()) -> dict:
@@ -69,7 +76,13 @@ def rekey_all(results_dir: str | Path) -> list[tuple[Path, Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spikelora.status", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m spikelora.status",
+        description=__doc__.split("\n\n")[0],
+        epilog="states: complete running interrupted failed diverged stale corrupt legacy missing "
+        "(docs/runner.md, Status). Exit status: 0 nothing needs attention; 1 some run is "
+        f"{', '.join(ATTENTION)}; 2 bad arguments or results directory.",
+    )
     parser.add_argument("results_dir", nargs="?", default=None, help="default: results_dir of conf/config.yaml")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="the overrides the sweep was launched with (as Hydra's)"
@@ -99,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RecordError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    attention = sum(s["counts"][k] for s in status.values() for k in ATTENTION)
+    code = 1 if attention else 0
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
+        return code
     print(f"{'sweep':<14} {'expected':>8} " + " ".join(f"{s:>9}" for s in STATES))
     for name, s in status.items():
         print(f"{name:<14} {s['expected']:>8} " + " ".join(f"{s['counts'][k]:>9}" for k in STATES))
@@ -114,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {r['state']:<8} {r['run_name']}  {r['detail']}")
             for r in missing:
                 print(f"  missing  {r['run_name']}")
-    return 0
+    if attention:
+        print(f"\n{attention} run(s) need attention ({', '.join(ATTENTION)}): exit status 1", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

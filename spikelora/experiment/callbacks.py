@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +14,9 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from ..telemetry import counter_state
+from .record import write_checkpoint_manifest
+
+log = logging.getLogger(__name__)
 
 
 class Preempted(BaseException):
@@ -113,6 +118,12 @@ class CounterCheckpoint(TrainerCallback):
             path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", COUNTERS_FILE)
             if os.path.isdir(os.path.dirname(path)):
                 torch.save(counter_state(model), path)
+                # Last: the manifest that a resume checks the checkpoint against (written only if it reads back).
+                damage = write_checkpoint_manifest(Path(os.path.dirname(path)))
+                if damage is not None:
+                    log.warning(
+                        "checkpoint-%d does not read back (%s): a resume will not use it", state.global_step, damage
+                    )
 
 
 def instantiate_callbacks(callbacks_cfg: Any) -> list[TrainerCallback]:

@@ -12,10 +12,13 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
 from sklearn.model_selection import train_test_split
@@ -107,13 +110,11 @@ class ReadReport:
 
 def read_tsv(path: Path, task: TaskSpec, layout: Layout) -> tuple[dict[str, list], ReadReport]:
     """Read one TSV of ``layout`` into columns; raise :class:`DataError` on any malformed row."""
-    if not path.is_file():
-        raise DataError(
-            f"Missing data file {path} for task {task.name!r}. task.data_dir must hold the task's "
-            f"original files: {', '.join(layout.files.values())}."
-        )
+    check_regular_file(path, task, list(layout.files.values()))
     try:
         return _read_tsv(path, task, layout)
+    except csv.Error as err:
+        raise DataError(f"{path}: {err}. Is this the original file for task {task.name!r}?") from None
     except UnicodeDecodeError as err:
         raw = path.read_bytes()
         start = raw.find(err.object[err.start : err.end]) if isinstance(err.object, bytes) else -1
@@ -131,7 +132,7 @@ def _read_tsv(path: Path, task: TaskSpec, layout: Layout) -> tuple[dict[str, lis
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         index: dict[str, int] = {}
         width = layout.n_columns
-        for line_no, row in enumerate(reader, start=1):
+        for line_no, row in _numbered(reader, path):
             if not row or (len(row) == 1 and not row[0].strip()):
                 report.blank_lines.append(line_no)
                 continue
@@ -162,6 +163,37 @@ def _read_tsv(path: Path, task: TaskSpec, layout: Layout) -> tuple[dict[str, lis
     return out, report
 
 
+def _numbered(reader: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``enumerate(reader, 1)`` whose csv errors (a field over the size limit) name the file and line."""
+    line_no = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise DataError(
+                f"{path}:{reader.line_num}: {err} (a line of {path.stat().st_size} bytes at most)."
+            ) from None
+        line_no += 1
+        yield line_no, row
+
+
+def check_regular_file(path: Path, task: TaskSpec, names: list[str]) -> None:
+    """Raise :class:`DataError` unless ``path`` is a regular file (not missing, a FIFO or a device)."""
+    if path.is_file():
+        return
+    if path.exists() or path.is_symlink():
+        kind = "a directory" if path.is_dir() else "not a regular file (a FIFO, a device or a broken link?)"
+        raise DataError(
+            f"Data file {path} is {kind}: task {task.name!r} reads its original files ({', '.join(names)})."
+        )
+    raise DataError(
+        f"Missing data file {path} for task {task.name!r}. task.data_dir must hold the task's "
+        f"original files: {', '.join(names)}."
+    )
+
+
 def _header_index(row: list[str], path: Path, layout: Layout) -> dict[str, int]:
     index = {name.strip(): i for i, name in enumerate(row)}
     wanted = [c for c in layout.columns.values() if isinstance(c, str)]
@@ -177,9 +209,15 @@ def _label(value: str, task: TaskSpec, layout: Layout, path: Path, line_no: int)
     value = value.strip()
     if task.is_regression:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
             raise DataError(f"{path}:{line_no}: score {value!r} is not a number.") from None
+        if not math.isfinite(score):
+            raise DataError(f"{path}:{line_no}: score {value!r} is not a finite number.")
+        low, high = task.score_range or (-math.inf, math.inf)
+        if not low <= score <= high:
+            raise DataError(f"{path}:{line_no}: score {value!r} is outside {low:g}..{high:g} for task {task.name!r}.")
+        return score
     if layout.label_map is not None:
         if value not in layout.label_map:
             raise DataError(
@@ -268,6 +306,9 @@ def check_data_dir(spec: TaskSpec, data_dir: Path) -> None:
         )
     if not data_dir.is_dir():
         raise DataError(f"task.data_dir {data_dir} is not a directory.")
+    for name in names:
+        if (data_dir / name).exists() and not (data_dir / name).is_file():
+            check_regular_file(data_dir / name, spec, names)
     missing = [name for name in names if not (data_dir / name).is_file()]
     if missing:
         raise DataError(

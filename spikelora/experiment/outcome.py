@@ -4,6 +4,7 @@ per-job result that a multirun's summary (:mod:`spikelora.report.multirun`) read
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,29 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float) -> dict[str
         "non_token_sparsity": trainer.non_token_sparsity or None,
         "timing": timing,
     }
+
+
+def divergence(metrics: dict[str, Any], history: list[dict]) -> str | None:
+    """Why an attempt's result is not a result (None if it is): a non-finite training loss at some
+    step, or a non-finite loss or main metric at the final evaluation. NaN is written to the history
+    as null, so a step record whose loss is null is a non-finite step."""
+    steps = [r for r in history if r.get("type") == "step"]
+    bad = [r["step"] for r in steps if not _finite(r.get("loss"))]
+    reasons = []
+    if bad:
+        reasons.append(f"training loss not finite at {len(bad)} of {len(steps)} steps (first: step {bad[0]})")
+    final, main = metrics.get("final") or {}, metrics.get("main_metric", "")
+    for key in (main, main.rsplit("_", 1)[0] + "_loss"):
+        if key in final and not _finite(final[key]):
+            reasons.append(f"{key} = {final[key]} at the final evaluation")
+    mean = (metrics.get("train") or {}).get("train_loss_mean")
+    if mean is not None and not _finite(mean):
+        reasons.append(f"train_loss_mean = {mean}")
+    return "; ".join(reasons) or None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def print_summary(metrics: dict[str, Any], plan) -> None:

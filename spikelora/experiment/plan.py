@@ -19,7 +19,6 @@ so a bad value fails here, with a message that names it, before a directory is c
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,9 @@ from .adapters import AdapterSpec
 from .backbones import Backbone, hub_offline
 from .data import check_data_dir
 from .identity import IDENTITY_SCHEME, canonical_config, data_content, identity_hash
-from .record import RunDir
+from .record import RunDir, check_path_part
 from .tasks import TASKS, TaskSpec
 
-_EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The fields of a Plan that enter the run record (metrics.json) as they are.
 RECORD_FIELDS = (
     "experiment",
@@ -164,11 +162,15 @@ class Plan:
     run_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        if not _EXPERIMENT_NAME.match(self.experiment) or ".." in self.experiment:
-            raise ConfigError(
-                f"experiment_name must be one plain directory name (letters, digits, '.', '_', '-'), got "
-                f"{self.experiment!r}: records go to results_dir/experiment_name/ and never outside results_dir."
-            )
+        for key, value in (
+            ("experiment_name", self.experiment),
+            ("model.name", self.model),
+            ("adapter.type", self.adapter),
+        ):
+            try:
+                check_path_part(key, value)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         _number("lr (trainer.learning_rate)", self.lr)
         _number("trainer.max_steps", self.max_steps, integer=True)
         _number("epochs (trainer.num_train_epochs)", self.epochs)

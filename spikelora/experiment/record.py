@@ -34,6 +34,7 @@ import re
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,9 +43,10 @@ STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"
 STATUS_INTERRUPTED = "interrupted"
+STATUS_DIVERGED = "diverged"  # trained to the end, but its loss or metrics are not finite: never a result
 # What status/report call a run directory.
 # legacy: a complete record made before content entered the identity (python -m spikelora.status --rekey)
-STATES = ("complete", "running", "interrupted", "failed", "stale", "corrupt", "legacy", "missing")
+STATES = ("complete", "running", "interrupted", "failed", "diverged", "stale", "corrupt", "legacy", "missing")
 
 METRICS = "metrics.json"
 CONFIG = "config.yaml"
@@ -65,6 +67,24 @@ RECORD_FILES = (CONFIG, HISTORY, MODULE_SPARSITY, MODULE_OPS, ADAPTER, ADAPTER_B
 
 class RecordError(ValueError):
     """A record or results directory that cannot be read as one; the message names the path."""
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def check_path_part(key: str, value: object) -> str:
+    """``value`` if it can be one plain directory-name component, else ``ValueError`` naming ``key``.
+
+    The one check of every value that becomes part of a run's path (experiment_name, and the run
+    name's parts: model.name, task, adapter.type), so that no record is ever written outside
+    ``results_dir``."""
+    text = str(value)
+    if not _PLAIN_NAME.match(text) or ".." in text:
+        raise ValueError(
+            f"{key} must be one plain directory name (letters, digits, '.', '_', '-'; no '..'), got {text!r}: "
+            "it becomes part of the run's path, which never leaves results_dir."
+        )
+    return text
 
 
 def _umask() -> int:
@@ -117,6 +137,72 @@ def checkpoint_step(path: Path | None) -> int | None:
     """N of a ``checkpoint-N`` directory (None for no checkpoint or another name)."""
     m = re.fullmatch(r"checkpoint-(\d+)", path.name) if path is not None else None
     return int(m.group(1)) if m else None
+
+
+CHECKPOINT_MANIFEST = "spikelora_manifest.json"  # size and sha256 of each file, written once it is complete
+
+
+def _file_damage(path: Path) -> str | None:
+    """Why a checkpoint file cannot be loaded (None: it reads as its format says)."""
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".safetensors":
+            with path.open("rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if path.stat().st_size != 8 + n + end:
+                return f"{path.name}: {path.stat().st_size} bytes, its header says {8 + n + end}"
+        elif path.suffix in (".pt", ".bin", ".pth"):
+            if not zipfile.is_zipfile(path):
+                return f"{path.name}: not a complete torch archive (truncated?)"
+            with zipfile.ZipFile(path) as z:
+                if (bad := z.testzip()) is not None:
+                    return f"{path.name}: member {bad} fails its CRC"
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        return f"{path.name}: {type(err).__name__}: {err}"
+    return None
+
+
+def write_checkpoint_manifest(checkpoint: Path) -> str | None:
+    """Check every file of a checkpoint just written and record its size and sha256 (the manifest is
+    written last, and only for a checkpoint whose files all read back); returns the damage if any."""
+    files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != CHECKPOINT_MANIFEST)
+    for p in files:
+        if (damage := _file_damage(p)) is not None:
+            (checkpoint / CHECKPOINT_MANIFEST).unlink(missing_ok=True)
+            return damage
+    manifest = {str(p.relative_to(checkpoint)): [p.stat().st_size, sha256_file(p)] for p in files}
+    write_json(checkpoint / CHECKPOINT_MANIFEST, manifest)
+    return None
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """Why a checkpoint must not be resumed from (None: it is whole). With a manifest, every file's
+    size and sha256 must match it; without one (written before manifests), each file must read as
+    its format says."""
+    if not (checkpoint / "trainer_state.json").is_file():
+        return "trainer_state.json is missing (the checkpoint was not finished)"
+    manifest_path = checkpoint / CHECKPOINT_MANIFEST
+    if manifest_path.is_file():
+        try:
+            manifest = read_json(manifest_path)
+        except (OSError, ValueError) as err:
+            return f"{CHECKPOINT_MANIFEST}: {err}"
+        for name, (size, digest) in manifest.items():
+            path = checkpoint / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != size:
+                return f"{name}: {path.stat().st_size} bytes, {size} when it was written"
+            if sha256_file(path) != digest:
+                return f"{name}: changed since it was written (sha256)"
+        return None
+    for p in sorted(checkpoint.rglob("*")):
+        if p.is_file() and (damage := _file_damage(p)) is not None:
+            return damage
+    return None
 
 
 def read_history(path: Path) -> list[dict]:
@@ -192,7 +278,9 @@ class RunDir:
     @staticmethod
     def path_for(results_dir: str | Path, experiment: str, run_name: str) -> Path:
         """Where the run ``run_name`` of ``experiment`` is recorded: the one place this is spelt."""
-        return Path(str(results_dir)).expanduser() / experiment / run_name
+        root = Path(str(results_dir)).expanduser()
+        path = root / check_path_part("experiment_name", experiment) / check_path_part("run name", run_name)
+        return path
 
     def ensure(self) -> Path:
         """The run directory, created if needed."""
@@ -265,6 +353,8 @@ class RunDir:
         status = attempt.get("status")
         if status == STATUS_FAILED:
             return RunState("failed", str(attempt.get("error", ""))[:300])
+        if status == STATUS_DIVERGED:
+            return RunState("diverged", str(attempt.get("error", ""))[:300])
         if status == STATUS_INTERRUPTED:
             return RunState("interrupted", f"at step {attempt.get('interrupted_at_step')}; a re-run resumes")
         age = _age(self.attempt_dir / HEARTBEAT)
@@ -313,8 +403,12 @@ class RunDir:
         """The attempt to run now (the lock must be held): the previous one, to resume from its
         latest checkpoint, unless ``fresh`` or it has none; the complete record is never touched."""
         attempt = Attempt(self)
-        if self.writer and (fresh or attempt.latest_checkpoint() is None):
+        diverged = (self.attempt_record() or {}).get("status") == STATUS_DIVERGED  # resuming would diverge again
+        if self.writer and (fresh or diverged or attempt.latest_checkpoint() is None):
             shutil.rmtree(self.attempt_dir, ignore_errors=True)
+        elif self.writer:
+            for path, _ in attempt.skipped_checkpoints:  # damaged: never resumed from, nor rotated as newest
+                shutil.rmtree(path, ignore_errors=True)
         return attempt
 
 
@@ -338,15 +432,23 @@ class Attempt:
         self.best_adapter_dir = self.dir / ADAPTER_BEST
         self.writer = run.writer
         self.info: dict[str, Any] = {}
+        self.skipped_checkpoints: list[tuple[Path, str]] = []
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest complete ``checkpoints/checkpoint-N`` (HF writes ``trainer_state.json`` last)."""
+        """The newest whole ``checkpoints/checkpoint-N`` (see :func:`checkpoint_damage`). A damaged
+        newer one is passed over; what was passed over, and why, is in :attr:`skipped_checkpoints`."""
         found = []
         for path in self.checkpoint_dir.glob("checkpoint-*"):
             step = checkpoint_step(path)
             if step is not None and (path / "trainer_state.json").exists():
                 found.append((step, path))
-        return max(found)[1] if found else None
+        self.skipped_checkpoints = []
+        for _, path in sorted(found, reverse=True):
+            damage = checkpoint_damage(path)
+            if damage is None:
+                return path
+            self.skipped_checkpoints.append((path, damage))
+        return None
 
     def start(self, config_yaml: str, info: dict[str, Any], resume_step: int | None) -> list[dict]:
         """Write the ``running`` record; on resume, cut the history back to ``resume_step`` and return it."""
@@ -409,6 +511,10 @@ class Attempt:
     def fail(self, error: str) -> None:
         """Record the attempt as failed; the complete record, if any, stays as it was."""
         self._end(STATUS_FAILED, {"error": error})
+
+    def diverge(self, reason: str) -> None:
+        """Record an attempt whose loss or metrics are not finite; its history stays for inspection."""
+        self._end(STATUS_DIVERGED, {"error": reason})
 
     def interrupt(self, step: int, signal_name: str) -> None:
         """Record a preempted attempt (its checkpoint at ``step`` is saved): a re-run resumes it."""

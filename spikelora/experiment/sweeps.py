@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -49,6 +48,7 @@ def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir
     """
     fixed = [o for o in overrides if "," not in o.partition("=")[2]]
     composed: dict[tuple[str, ...], object] = {}
+    parser = OverridesParser.create()
     plans = []
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         for job in sweep_jobs(name, overrides, conf_dir):
@@ -59,7 +59,9 @@ def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir
             cfg = composed[groups].copy()
             for o in job:
                 if o not in groups:
-                    key, _, value = o.partition("=")
-                    OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=False)
+                    key = o.partition("=")[0]
+                    # Hydra's own parser: `lr=1e6` is the float it is on the command line (YAML says str)
+                    parsed = parser.parse_override(o).value()
+                    OmegaConf.update(cfg, key, parsed, force_add=False)
             plans.append(plan_run(cfg, check_resources=False))
     return plans

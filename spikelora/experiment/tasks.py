@@ -24,6 +24,7 @@ class TaskSpec:
     metrics: tuple[str, ...]
     eval_splits: tuple[str, ...]
     hub: tuple[str, str | None] = ("nyu-mll/glue", None)
+    score_range: tuple[float, float] | None = None  # regression: the scores a file may hold
 
     @property
     def num_labels(self) -> int:
@@ -56,7 +57,9 @@ TASKS: dict[str, TaskSpec] = {
             ("accuracy", "f1"),
             ("validation",),
         ),
-        TaskSpec("stsb", ("sentence1", "sentence2"), None, ("pearson", "spearman"), ("validation",)),
+        TaskSpec(
+            "stsb", ("sentence1", "sentence2"), None, ("pearson", "spearman"), ("validation",), score_range=(0.0, 5.0)
+        ),
         TaskSpec(
             "mnli",
             ("premise", "hypothesis"),
