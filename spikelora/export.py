@@ -108,11 +108,22 @@ def write_card(adapter_dir: Path, record: dict[str, Any]) -> None:
 def export(run_dir: str | Path, out: str | Path, best: bool = False) -> Path:
     """Copy a complete run's adapter and card into ``out``; the base model named by hub id."""
     run = RunDir(run_dir)
-    record = run.load()
+    record = run.load()  # a record whose kept adapter went missing is corrupt: refused here
     source = run.path / (ADAPTER_BEST if best else ADAPTER)
     if not (source / "adapter_config.json").is_file():
-        raise RecordError(f"{source}: no saved adapter (full fine-tuning, save_adapter=false, or save_best=false).")
+        if record.get("adapter") == "full":
+            why = "full fine-tuning keeps no adapter (and no trained weights)"
+        elif isinstance(record.get("kept_weights"), str):
+            why = f"the run kept {record['kept_weights'].removeprefix('none: ')}"
+        elif best:
+            why = "no best adapter was kept (save_best=false)"
+        else:
+            why = "it is missing from the run directory (deleted, or the run had save_adapter=false)"
+        raise RecordError(f"{source}: no saved adapter: {why}.")
     out = Path(out)
+    inside = out.expanduser().resolve()
+    if inside == run.path.resolve() or run.path.resolve() in inside.parents:
+        raise RecordError(f"--out {out} is inside the run directory {run.path}: choose a folder outside the record.")
     if out.exists() and any(out.iterdir()):
         raise RecordError(f"{out} exists and is not empty; choose a new folder.")
     shutil.copytree(source, out, dirs_exist_ok=True)

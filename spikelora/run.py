@@ -34,6 +34,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     plan = plan_run(cfg)  # every setting is checked here: nothing is written before it passes
     run_dir = RunDir(plan.run_dir)
+    if (run_dir.attempt_dir / ".promote.json").is_file() and run_dir.acquire():
+        try:  # a kill during the last promotion: finish it (the record it completes is whole)
+            if run_dir.recover_promotion():
+                print(f"finished the interrupted promotion of the complete record: {plan.run_dir}")
+        finally:
+            run_dir.release()
     if not plan.force and (done := run_dir.complete_record()) is not None:
         print(f"skipped (complete): {plan.run_dir}")
         return done
@@ -92,6 +98,8 @@ def _attempt(plan, run_dir) -> dict[str, Any]:
             wandb_run = start_wandb(plan)
             set_seed(plan.seed)
             built = build(plan)
+            for note in built.facts["warnings"]:
+                print(f"warning: {note}", file=sys.stderr)
             trainer = make_trainer(plan, built, attempt, kept, callbacks=[preemption])
             train_output = train_or_resume(trainer, checkpoint, preemption)
             if preemption.requested:
@@ -106,6 +114,12 @@ def _attempt(plan, run_dir) -> dict[str, Any]:
                 finish_wandb(wandb_run, ok=False)
                 print(f"diverged: {plan.run_dir}: {reason} (not a result: left out of tables and claims)")
                 return {"status": "diverged", "run_name": plan.run_name, "experiment": plan.experiment, "error": reason}
+            kept = [d.name for d in (attempt.adapter_dir, attempt.best_adapter_dir) if d.is_dir()]
+            metrics["kept_weights"] = kept or (
+                "none: full fine-tuning keeps no trained weights"
+                if plan.adapter == "full"
+                else "none: save_adapter=false"
+            )
             for adapter_dir in (attempt.adapter_dir, attempt.best_adapter_dir):
                 if adapter_dir.is_dir():
                     write_card(adapter_dir, metrics)

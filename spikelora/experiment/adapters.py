@@ -132,6 +132,11 @@ class SpikeLoraAdapter(LoraAdapter):
     def vth(self) -> float:
         return float(self.v_threshold)
 
+    @property
+    def effective_threshold(self) -> float:
+        """The threshold on h itself: τ·V_θ with ``decay_input`` (the neuron sees h/τ), else V_θ."""
+        return float(self.v_threshold) * (float(self.tau) if self.decay_input else 1.0)
+
     def peft_config(
         self, target_modules: Any, modules_to_save: list[str] | None, task_type: str | None = "SEQ_CLS"
     ) -> PeftConfig:

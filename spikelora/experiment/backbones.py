@@ -181,6 +181,10 @@ class Backbone:
         """The longest input the model takes (None: unknown)."""
         return None
 
+    def width(self) -> int | None:
+        """The hidden size of the adapted layers (None: unknown): no rank above it can be meant."""
+        return None
+
     def build(self, task: TaskSpec, seed: int) -> tuple[Any, Any]:
         """(model, tokenizer) for ``task``."""
         raise NotImplementedError
@@ -230,13 +234,19 @@ class HFBackbone(Backbone):
                 "(HF_HUB_OFFLINE is set): download it once and pass its local directory."
             )
 
-    def max_positions(self) -> int | None:
+    def _config(self) -> Any:
         try:
-            config = AutoConfig.from_pretrained(str(self.name_or_path))
+            return AutoConfig.from_pretrained(str(self.name_or_path))
         except (OSError, ValueError):
             return None  # not reachable now: loading the model will say so
-        limit = getattr(config, "max_position_embeddings", None)
+
+    def max_positions(self) -> int | None:
+        limit = getattr(self._config(), "max_position_embeddings", None)
         return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+    def width(self) -> int | None:
+        size = getattr(self._config(), "hidden_size", None)
+        return int(size) if isinstance(size, int) and size > 0 else None
 
     def build(self, task: TaskSpec, seed: int) -> tuple[PreTrainedModel, Any]:
         source = str(self.name_or_path)
@@ -275,6 +285,9 @@ class TinyBackbone(Backbone):
     def max_positions(self) -> int:
         return 512  # deberta_v3_config's max_position_embeddings and the byte tokenizer's limit
 
+    def width(self) -> int:
+        return int(self.hidden_size)
+
     def build(self, task: TaskSpec, seed: int) -> tuple[PreTrainedModel, Any]:
         tokenizer = byte_level_tokenizer()
         return tiny_deberta(self, task.num_labels, len(tokenizer), seed), tokenizer
@@ -303,6 +316,9 @@ class SpikeGPTBackbone(Backbone):
 
     def max_positions(self) -> int:
         return int(self.ctx_len)
+
+    def width(self) -> int | None:
+        return int(self.n_embd) if self.n_embd else None
 
     def build(self, task: TaskSpec, seed: int) -> tuple[Any, Any]:
         return _spikegpt(self, task, seed)

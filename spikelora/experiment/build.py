@@ -74,6 +74,13 @@ def build(plan: Plan) -> Built:
     source = {"content": data_id.get("files_sha256") or data_id, "split_seed": plan.data.split_seed}
     data, from_cache = tokenize_task(raw, tokenizer, spec, plan.data.max_length, plan.data.cache_dir, source)
     data = _cap(data, plan.data.max_train_samples, plan.data.max_eval_samples, spec)
+    notes = list(plan.warnings)
+    lengths = data["train"]["length"]
+    cut = sum(n >= plan.data.max_length for n in lengths) / max(len(lengths), 1)
+    if cut > 0.5:
+        notes.append(
+            f"max_length={plan.data.max_length} truncates {cut:.0%} of the training examples: most inputs are cut short"
+        )
     targets, to_save = plan.backbone.target_modules, plan.backbone.modules_to_save
     model = plan.adapter_spec.apply(model, targets, to_save)
     # Operation counts over real tokens (spikelora.ops); full fine-tuning counts the same linears.
@@ -86,5 +93,6 @@ def build(plan: Plan) -> Built:
         "total_params": total,
         "data": data_id,
         "model_id": model_id,
+        "warnings": notes,
     }
     return Built(spec, data, model, tokenizer, facts, from_cache)

@@ -156,6 +156,7 @@ class Plan:
     content: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     config_yaml: str = field(repr=False, compare=False, default="")  # the resolved config, for the record
     config: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)  # the same, for W&B
+    warnings: tuple[str, ...] = field(repr=False, compare=False, default=())  # settings that run but look unmeant
     # Derived in __post_init__.
     identity: str = field(init=False)
     run_name: str = field(init=False)
@@ -319,7 +320,14 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
                 f"max_length={data.max_length} is beyond model {backbone.name}'s {limit} positions: "
                 f"set max_length to at most {limit}."
             )
+        width = backbone.width()
+        if adapter.r is not None and width is not None and adapter.r > width:
+            raise ConfigError(
+                f"r={adapter.r} is larger than the width of model {backbone.name}'s layers ({width}): an update "
+                f"of a {width}-wide layer has rank {width} at most, so this cannot be meant. Set r to at most {width}."
+            )
 
+    notes = _warnings(adapter)
     canonical = canonical_config(cfg)
     try:
         content = {"data": data.content, "model": backbone.content()}
@@ -371,10 +379,27 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
         content=content,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         config=resolved,
+        warnings=notes,
     )
     if check_resources:
         plan.training_arguments()  # every trainer.* key and value is checked by TrainingArguments itself
     return plan
+
+
+# An effective threshold this far above the paper's largest (τ·V_θ = 4 at V_θ = 2) silences every gate.
+SILENT_THRESHOLD = 10.0
+
+
+def _warnings(adapter: AdapterSpec) -> tuple[str, ...]:
+    """Settings that run but make the adapter inert: said, not refused (a collapse is a result too)."""
+    notes = []
+    theta = getattr(adapter, "effective_threshold", None)
+    if theta is not None and theta >= SILENT_THRESHOLD:
+        notes.append(
+            f"the gates' effective threshold on h is {theta:g} (tau * vth): far above any low-rank activation, "
+            "so every gate will likely stay silent (sparsity 100 %) and the adapter learn nothing"
+        )
+    return tuple(notes)
 
 
 def _check_data(data: DataPlan) -> None:

@@ -59,6 +59,8 @@ CHECKPOINTS = "checkpoints"
 ATTEMPT = "attempt"
 HEARTBEAT = "heartbeat"
 LOCK = ".lock"
+PROMOTE = ".promote.json"  # what a completing attempt moves into the run directory
+STAGED = ".complete.json"  # the complete record, staged in attempt/ until it replaces metrics.json
 RESERVE = ".reserve"  # ballast freed on a full disk so that the failure can still be recorded
 RESERVE_BYTES = 256 * 1024
 # Promoted from attempt/ to the run directory when an attempt completes; metrics.json goes last.
@@ -302,7 +304,21 @@ class RunDir:
             raise RecordError(f"{self.path}: {HISTORY} is missing; the record cannot be trusted.")
         if want != sha256_file(self.history_path):
             raise RecordError(f"{self.path}: {HISTORY} does not match the record (changed after it was written).")
+        for key, sizes in m["files"].items():
+            if not key.endswith("/") or not isinstance(sizes, dict):
+                continue
+            folder = self.path / key.rstrip("/")
+            for name, size in sizes.items():
+                if not (folder / name).is_file() or (folder / name).stat().st_size != size:
+                    raise RecordError(f"{self.path}: {key}{name} is missing or changed; the record kept it.")
         return m
+
+    def recover_promotion(self) -> bool:
+        """Finish a promotion that a kill interrupted (the lock must be held); True if there was one."""
+        if not self.writer or not (self.attempt_dir / PROMOTE).is_file():
+            return False
+        Attempt(self).promote()
+        return True
 
     def history(self) -> list[dict]:
         return read_history(self.history_path)
@@ -485,27 +501,45 @@ class Attempt:
         """Complete the attempt: write its record and replace the run's complete record with it.
 
         ``extra_files``: ``{name: JSON object}`` among :data:`RECORD_FILES` (None leaves it out).
-        The adapter, if any, is already in ``attempt/adapter``.
+        The adapter, if any, is already in ``attempt/adapter``. The record lists what it keeps (the
+        history's sha256, each adapter file's size), so a record whose files went missing reads as
+        corrupt. The promotion is staged (``.promote.json``, then ``.complete.json``): a kill in the
+        middle of it is finished by the next launch (:meth:`RunDir.recover_promotion`).
         """
         if not self.writer:
             return
         for name, obj in extra_files.items():
             if obj is not None:
                 write_json(self.dir / name, obj)
-        record = {**metrics, "status": STATUS_COMPLETE, "files": {HISTORY: sha256_file(self.history_path)}}
-        write_json(self.dir / ".complete.json", record)
+        files: dict[str, Any] = {HISTORY: sha256_file(self.history_path)}
+        for name in (ADAPTER, ADAPTER_BEST):
+            if (self.dir / name).is_dir():
+                files[f"{name}/"] = {
+                    p.name: p.stat().st_size for p in sorted((self.dir / name).iterdir()) if p.is_file()
+                }
+        record = {**metrics, "status": STATUS_COMPLETE, "files": files}
+        present = [name for name in RECORD_FILES if (self.dir / name).exists()]
+        write_json(self.dir / PROMOTE, {"files": present, "keep_checkpoints": bool(keep_checkpoints)})
+        write_json(self.dir / STAGED, record)
+        self.promote()
+
+    def promote(self) -> None:
+        """Move the staged record into the run directory (idempotent: a re-run after a kill completes it)."""
+        plan = read_json(self.dir / PROMOTE)
         run = self.run.path
-        for name in RECORD_FILES:
-            new, old = self.dir / name, run / name
-            if new.exists():
-                _replace(new, old)
-            elif old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink(missing_ok=True)
-        if keep_checkpoints and self.checkpoint_dir.exists():
-            _replace(self.checkpoint_dir, run / CHECKPOINTS)
-        os.replace(self.dir / ".complete.json", run / METRICS)  # the record becomes complete here
+        if (self.dir / STAGED).is_file():
+            for name in RECORD_FILES:
+                new, old = self.dir / name, run / name
+                if name in plan["files"]:
+                    if new.exists():  # else moved already, before a kill
+                        _replace(new, old)
+                elif old.is_dir():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink(missing_ok=True)
+            if plan["keep_checkpoints"] and self.checkpoint_dir.exists():
+                _replace(self.checkpoint_dir, run / CHECKPOINTS)
+            os.replace(self.dir / STAGED, run / METRICS)  # the record becomes complete here
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def fail(self, error: str) -> None:
