@@ -76,7 +76,7 @@ def _attempt(plan, run_dir) -> dict[str, Any]:
 
     t0 = time.time()
     attempt = run_dir.attempt(fresh=plan.force)
-    checkpoint = attempt.latest_checkpoint()
+    checkpoint = attempt.resume_checkpoint
     for path, damage in attempt.skipped_checkpoints:
         then = f"resuming from {checkpoint.name}" if checkpoint is not None else "starting afresh"
         print(f"warning: {path} is damaged ({damage}): not resumed from; {then}.", file=sys.stderr)

@@ -420,7 +420,8 @@ class RunDir:
         latest checkpoint, unless ``fresh`` or it has none; the complete record is never touched."""
         attempt = Attempt(self)
         diverged = (self.attempt_record() or {}).get("status") == STATUS_DIVERGED  # resuming would diverge again
-        if self.writer and (fresh or diverged or attempt.latest_checkpoint() is None):
+        attempt.resume_checkpoint = None if fresh or diverged else attempt.latest_checkpoint()
+        if self.writer and attempt.resume_checkpoint is None:
             shutil.rmtree(self.attempt_dir, ignore_errors=True)
         elif self.writer:
             for path, _ in attempt.skipped_checkpoints:  # damaged: never resumed from, nor rotated as newest
@@ -449,6 +450,7 @@ class Attempt:
         self.writer = run.writer
         self.info: dict[str, Any] = {}
         self.skipped_checkpoints: list[tuple[Path, str]] = []
+        self.resume_checkpoint: Path | None = None  # chosen by RunDir.attempt
 
     def latest_checkpoint(self) -> Path | None:
         """The newest whole ``checkpoints/checkpoint-N`` (see :func:`checkpoint_damage`). A damaged
