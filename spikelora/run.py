@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     plan = plan_run(cfg)  # every setting is checked here: nothing is written before it passes
     run_dir = RunDir(plan.run_dir)
-    if (run_dir.attempt_dir / ".promote.json").is_file() and run_dir.acquire():
+    if run_dir.promotion_pending() and run_dir.acquire():
         try:  # a kill during the last promotion: finish it (the record it completes is whole)
             if run_dir.recover_promotion():
                 print(f"finished the interrupted promotion of the complete record: {plan.run_dir}")

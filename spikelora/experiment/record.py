@@ -313,9 +313,13 @@ class RunDir:
                     raise RecordError(f"{self.path}: {key}{name} is missing or changed; the record kept it.")
         return m
 
+    def promotion_pending(self) -> bool:
+        """Whether a completing attempt was killed while its record replaced the old one."""
+        return (self.attempt_dir / PROMOTE).is_file()
+
     def recover_promotion(self) -> bool:
         """Finish a promotion that a kill interrupted (the lock must be held); True if there was one."""
-        if not self.writer or not (self.attempt_dir / PROMOTE).is_file():
+        if not self.writer or not self.promotion_pending():
             return False
         Attempt(self).promote()
         return True
