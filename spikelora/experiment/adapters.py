@@ -63,11 +63,15 @@ class AdapterSpec:
             return get_peft_model(model, config)
 
 
-@dataclass(frozen=True)
 class FullFineTuning(AdapterSpec):
-    """Every parameter trains; no adapter."""
+    """Every parameter trains; no adapter.
 
-    type: str = "full"
+    Low-rank settings that an experiment sets for every adapter (``adapter.alpha``, ``use_rslora``)
+    are accepted and have no effect here (they stay in the resolved config, as they always did)."""
+
+    def __init__(self, type: str = "full", **unused: Any) -> None:
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "unused", dict(unused))
 
     def apply(self, model: nn.Module, target_modules: Any, modules_to_save: list[str] | None) -> nn.Module:
         for p in model.parameters():
