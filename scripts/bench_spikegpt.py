@@ -3,27 +3,40 @@
 The 12-layer / 512-wide config (the upstream NLU scripts' size) with a 2-class head, batch
 32 x 64 tokens, random init. "ours" is ``SpikeGPT.forward`` (linears over the whole sequence, one
 loop over tokens inside the WKV scan and each LIF); the reference is the token-by-token loop of
-``tests/spikegpt_reference.py`` (every layer stepped once per token, as an RNN). Runs alternate;
-medians, the ratio and tokens per second are printed.
+``tests/helpers/spikegpt_reference.py`` (every layer stepped once per token, as an RNN; the tests
+check the model against it). Runs alternate; medians, the ratio and tokens per second are printed.
 
     python scripts/bench_spikegpt.py
     python scripts/bench_spikegpt.py --layers 2 --embd 128 --rounds 2   # a quick look
+
+The reference is loaded from its file (``--reference``, by default the checkout's copy); the
+script never puts ``tests/`` on ``sys.path``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
-import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from spikegpt_reference import recurrent_forward
-
 from spikelora.models.spikegpt import SpikeGPT, SpikeGPTConfig
+
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "helpers" / "spikegpt_reference.py"
+
+
+def load_reference(path: Path) -> ModuleType:
+    """The per-token reference implementation, imported from its file (nothing added to ``sys.path``)."""
+    if not path.is_file():
+        raise SystemExit(f"no reference implementation at {path} (pass --reference PATH)")
+    spec = importlib.util.spec_from_file_location("spikegpt_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
@@ -33,7 +46,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reference", type=Path, default=REFERENCE, help="spikegpt_reference.py to compare with")
     args = parser.parse_args()
+    recurrent_forward = load_reference(args.reference).recurrent_forward
 
     torch.manual_seed(0)
     model = SpikeGPT(SpikeGPTConfig(args.layers, args.embd, 50277, n_classes=2, dropout=0.0)).train()

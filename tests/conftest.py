@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny models built from configs (nothing is downloaded)."""
+"""Shared fixtures: tiny models built from configs (nothing is downloaded), and a pinned environment.
+
+Builders that several test modules use live in ``tests/helpers/builders.py``; no test module
+imports another (``tests/test_hygiene.py`` checks it).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,22 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-from spikelora.experiment.backbones import deberta_v3_config
-
-# Test helpers (fault callbacks, the W&B record reader) import as top-level modules, as in the
-# subprocesses the tests start with tests/helpers on PYTHONPATH.
+# Test helpers (builders, fault callbacks, the W&B record reader) import as top-level modules, as
+# in the subprocesses the tests start with tests/helpers on PYTHONPATH (tests/helpers/clirun.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+import environment
+
+# The caller's environment never reaches a test (HF_HUB_OFFLINE=1 in the shell, a W&B login, a
+# GLUE folder): the variables that change the runner's behaviour are removed before torch,
+# transformers or the Hub client read them, for this process and every process a test starts.
+# Tests that test one of them set it themselves (monkeypatch.setenv, or env= of run_cli).
+_PINNED = pytest.MonkeyPatch()
+environment.pin(_PINNED)
+
+import torch  # noqa: E402 (after the pinning)
+from builders import tiny_deberta_config  # noqa: E402
+from transformers import DebertaV2ForSequenceClassification  # noqa: E402
 
 # Under pytest-xdist (README's `-n 2`) each worker, and every run it starts, computes on one
 # thread: two workers with two threads each on two cores would oversubscribe them.
@@ -22,28 +34,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
-# The six encoder linears of the paper (query/key/value, attention output, FFN in and out).
-DEBERTA_TARGETS = [
-    "query_proj",
-    "key_proj",
-    "value_proj",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-]
+
+def pytest_unconfigure(config):
+    _PINNED.undo()
 
 
-def tiny_deberta_config(**overrides) -> DebertaV2Config:
-    """A 2-layer DeBERTa-v3-shaped config: relative attention with shared keys (the q/k positional pass)."""
-    return deberta_v3_config(
-        vocab_size=128,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        position_buckets=8,
-        **overrides,
-    )
+@pytest.fixture(autouse=True)
+def pinned_environment(monkeypatch):
+    """Every test starts from the pinned environment, even after a module fixture or an earlier
+    test in the same worker changed ``os.environ`` without undoing it."""
+    environment.pin(monkeypatch)
 
 
 @pytest.fixture

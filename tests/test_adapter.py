@@ -11,37 +11,11 @@ import sys
 import peft
 import pytest
 import torch
-from conftest import DEBERTA_TARGETS
+from builders import randomise_b, spike_config, spike_layers
 from peft import PeftModel, get_peft_model
 
 import spikelora
-from spikelora import SpikeLoraConfig, SpikeLoraLinear
-
-
-def spike_config(**overrides) -> SpikeLoraConfig:
-    kwargs = dict(
-        r=4,
-        lora_alpha=2.0,
-        use_rslora=True,
-        target_modules=DEBERTA_TARGETS,
-        task_type="SEQ_CLS",
-        v_threshold=0.1,
-    )
-    kwargs.update(overrides)
-    return SpikeLoraConfig(**kwargs)
-
-
-def randomise_b(model: torch.nn.Module, seed: int = 0) -> None:
-    """LoRA starts with B = 0; give B values so the adapter changes the output."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-
-
-def spike_layers(model) -> dict[str, SpikeLoraLinear]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, SpikeLoraLinear)}
+from spikelora import SpikeLoraConfig
 
 
 def test_get_peft_model_injects_spikelora_into_the_six_encoder_linears(tiny_deberta):

@@ -4,61 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builders import glue_files, write_lines
 
 from spikelora.experiment.data import DataError, load_task_data
 from spikelora.experiment.tasks import TASKS, compute_metrics, get_task
-
-BOM = "\ufeff"
-
-
-def write(path, lines, encoding="utf-8"):
-    path.write_text("\n".join(lines) + "\n", encoding=encoding)
-
-
-def glue_files(task: str, root):
-    """Two train rows and one or two dev rows per file, in the distribution's exact layout."""
-    d = root / task
-    d.mkdir()
-    if task == "cola":
-        write(d / "train.tsv", ["gj04\t1\t\tThe cat sat.", "gj04\t0\t*\tCat the sat."])
-        write(d / "dev.tsv", ["gj04\t0\t*\tSat cat the.", "", "gj04\t1\t\tThe dog ran."])
-    elif task == "sst2":
-        write(d / "train.tsv", ["sentence\tlabel", "a fine film \t1", "dull \t0"])
-        write(d / "dev.tsv", ["sentence\tlabel", 'it \'s "great" \t1'])
-    elif task == "mrpc":
-        head = BOM + "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
-        write(d / "train.tsv", [head, "1\t1\t2\tHe left.\tHe went away.", "0\t3\t4\tA b.\tC d."])
-        write(d / "dev.tsv", [head, "1\t5\t6\tYes.\tIndeed."])
-    elif task == "stsb":
-        head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
-        write(
-            d / "train.tsv",
-            [head, '0\tmain\tf\t2012\t1\tnone\tnone\tA "plane" takes off.\tAn air plane is taking off.\t5.000'],
-        )
-        write(d / "dev.tsv", [head, "0\tmain\tf\t2012\t1\tnone\tnone\tA man.\tA woman.\t1.6"])
-    elif task == "qqp":
-        head = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"
-        write(d / "train.tsv", [head, "1\t1\t2\tWhy?\tHow come?\t1", "2\t3\t4\tWho?\tWhere?\t0"])
-        write(d / "dev.tsv", [head, "3\t5\t6\tWhen?\tAt what time?\t1"])
-    elif task == "mnli":
-        head = (
-            "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse"
-            "\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label"
-        )
-        row = "0\t1\t1e\tfiction\t( x )\t( y )\t(ROOT x)\t(ROOT y)\tA man sleeps.\tA person rests.\t{0}\t{0}"
-        write(d / "train.tsv", [head, row.format("entailment"), row.format("contradiction")])
-        write(d / "dev_matched.tsv", [head, row.format("neutral")])
-        write(d / "dev_mismatched.tsv", [head, row.format("contradiction"), row.format("entailment")])
-    elif task == "qnli":
-        head = "index\tquestion\tsentence\tlabel"
-        write(d / "train.tsv", [head, "0\tWho?\tHim.\tentailment", "1\tWhat?\tNo.\tnot_entailment"])
-        write(d / "dev.tsv", [head, "0\tWhere?\tHere.\tnot_entailment"])
-    elif task == "rte":
-        head = "index\tsentence1\tsentence2\tlabel"
-        write(d / "train.tsv", [head, "0\tA.\tB.\tnot_entailment", "1\tC.\tC.\tentailment"])
-        write(d / "dev.tsv", [head, "0\tD.\tD.\tentailment"])
-    return d
-
 
 EXPECTED = {
     # task: (train labels, {eval split: labels})
@@ -96,20 +45,20 @@ def test_text_fields_are_read_verbatim(tmp_path):
 
 def test_bad_rows_name_file_and_line(tmp_path):
     d = glue_files("rte", tmp_path)
-    write(d / "dev.tsv", ["index\tsentence1\tsentence2\tlabel", "0\tA.\tB.\tentailment", "1\tC.\tmaybe"])
+    write_lines(d / "dev.tsv", ["index\tsentence1\tsentence2\tlabel", "0\tA.\tB.\tentailment", "1\tC.\tmaybe"])
     with pytest.raises(DataError, match=r"dev.tsv:3: expected 4 tab-separated columns, found 3"):
         load_task_data("rte", d)
-    write(d / "dev.tsv", ["index\tsentence1\tsentence2\tlabel", "0\tA.\tB.\tentailed"])
+    write_lines(d / "dev.tsv", ["index\tsentence1\tsentence2\tlabel", "0\tA.\tB.\tentailed"])
     with pytest.raises(DataError, match=r"dev.tsv:2: label 'entailed' is not one of"):
         load_task_data("rte", d)
     d = glue_files("sst2", tmp_path)
-    write(d / "train.tsv", ["sentence\tlabel", "fine\t1", "odd\t2"])
+    write_lines(d / "train.tsv", ["sentence\tlabel", "fine\t1", "odd\t2"])
     with pytest.raises(DataError, match=r"train.tsv:3: label '2' is outside 0..1"):
         load_task_data("sst2", d)
-    write(d / "train.tsv", ["text\tlabel", "fine\t1"])
+    write_lines(d / "train.tsv", ["text\tlabel", "fine\t1"])
     with pytest.raises(DataError, match=r"header lacks column\(s\) \['sentence'\]"):
         load_task_data("sst2", d)
-    write(d / "train.tsv", ["sentence\tlabel", "fine\t1"])
+    write_lines(d / "train.tsv", ["sentence\tlabel", "fine\t1"])
     (d / "dev.tsv").unlink()
     with pytest.raises(DataError, match=r"Missing data file\(s\) dev.tsv in .* for task 'sst2'"):
         load_task_data("sst2", d)
@@ -118,8 +67,8 @@ def test_bad_rows_name_file_and_line(tmp_path):
 def test_subj_split_is_stratified_and_independent_of_anything_but_split_seed(tmp_path):
     quotes = [f"i think movie {i} is wonderful" for i in range(50)]
     plots = [f"the hero travels to caf\xe9 {i}" for i in range(50)]
-    write(tmp_path / "quote.tok.gt9.5000", quotes, encoding="latin-1")
-    write(tmp_path / "plot.tok.gt9.5000", plots, encoding="latin-1")
+    write_lines(tmp_path / "quote.tok.gt9.5000", quotes, encoding="latin-1")
+    write_lines(tmp_path / "plot.tok.gt9.5000", plots, encoding="latin-1")
     a = load_task_data("subj", tmp_path, split_seed=0)
     b = load_task_data("subj", tmp_path, split_seed=0)
     c = load_task_data("subj", tmp_path, split_seed=1)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from conftest import DEBERTA_TARGETS, tiny_deberta_config
+from builders import DEBERTA_TARGETS, randomise_b, spike_config, tiny_deberta_config
 from peft import LoraConfig, get_peft_model
-from test_adapter import randomise_b, spike_config
 from transformers import DebertaV2ForSequenceClassification
 
 import spikelora

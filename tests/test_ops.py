@@ -7,10 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import DEBERTA_TARGETS
+from builders import (
+    DEBERTA_TARGETS,
+    direct_counts,
+    forbid_host_sync,
+    randomise_b,
+    spike_config,
+    two_batches,
+)
 from peft import LoraConfig, get_peft_model
-from test_adapter import randomise_b, spike_config
-from test_telemetry import direct_counts, forbid_host_sync, two_batches
 from torch import nn
 
 import spikelora
@@ -274,9 +279,7 @@ def test_energy_yaml_matches_the_defaults():
 
 def _bench_inference():
     import importlib.util
-    import sys
 
-    sys.path.insert(0, str(ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location("bench_inference", ROOT / "scripts" / "bench_inference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -9,19 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import glue_files
 from clirun import run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from peft import PeftModel
 
 import spikelora
+from spikelora.experiment.confdir import CONF_DIR
 from spikelora.experiment.data import load_task_data
 from spikelora.experiment.plan import plan_run
 from spikelora.experiment.record import RunDir, read_history, read_json
 from spikelora.experiment.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR  # the configs, with their resolvers registered
 
 
 def groups(name: str) -> list[str]:
@@ -104,8 +106,10 @@ def test_paper_defaults():
     ],
 )
 def test_bad_values_are_named(overrides, message):
+    # On the tiny model and the generated task: nothing else can be refused first (a hub model with
+    # HF_HUB_OFFLINE=1, say), and nothing is looked up on the hub.
     with pytest.raises(ValueError, match=message):
-        plan_run(compose_cfg(overrides))
+        plan_run(compose_cfg(["+experiment=smoke", *overrides]))
 
 
 @pytest.mark.parametrize(
@@ -331,8 +335,6 @@ def test_real_pretrained_model_from_a_local_path(tmp_path):
 @pytest.mark.slow
 def test_multi_split_regression_and_subj_runs(task, tmp_path):
     """MNLI evaluates matched and mismatched; STS-B is a regression; Subj splits its raw files."""
-    from test_data import glue_files
-
     if task == "subj":
         args = [f"task.data_dir={tmp_path / 'subj'}", "task.synthetic=true"]
     else:

@@ -3,51 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from contextlib import contextmanager
 
 import pytest
 import torch
+from builders import direct_counts, forbid_host_sync, randomise_b, spike_config, spike_layers, two_batches
 from peft import get_peft_model
-from test_adapter import randomise_b, spike_config, spike_layers
 
 import spikelora
 from spikelora import LIFGate, token_mask
-
-
-def direct_counts(model, batches, tau=2.0, v_threshold=0.1):
-    """Count fired units by hand from every lora_A output, split into token and other calls."""
-    counts = defaultdict(lambda: [0, 0, 0, 0])  # token fired, token total, other fired, other total
-    current = {}
-    handles = []
-    for name, layer in spike_layers(model).items():
-        short = name.removeprefix("base_model.model.")
-
-        def hook(_mod, _inp, h, short=short):
-            fired = h / tau >= v_threshold
-            mask = current["mask"]
-            c = counts[short]
-            if h.dim() == 3 and h.shape[:2] == mask.shape:
-                c[0] += int((fired & mask[..., None]).sum())
-                c[1] += int(mask.sum()) * h.shape[-1]
-            else:
-                c[2] += int(fired.sum())
-                c[3] += fired.numel()
-
-        handles.append(layer.lora_A["default"].register_forward_hook(hook))
-    with torch.no_grad():
-        for b in batches:
-            current["mask"] = b["attention_mask"].bool()
-            model(**b)
-    for h in handles:
-        h.remove()
-    return counts
-
-
-def two_batches(batch):
-    second = {k: v[:2, :6].clone() for k, v in batch.items()}
-    second["attention_mask"][1, 3:] = 0
-    return [batch, second]
 
 
 def test_sparsity_equals_direct_count_over_real_tokens(tiny_deberta, batch):
@@ -124,27 +87,6 @@ def test_activation_checkpointing_counts_each_batch_once(tiny_deberta, batch):
     assert spikelora.sparsity_report(ckpt).tokens == plain
 
 
-@contextmanager
-def forbid_host_sync():
-    """Make every tensor-to-host conversion raise while the block runs."""
-    names = ["item", "tolist", "__bool__", "__int__", "__float__", "numpy", "cpu"]
-    saved = {n: getattr(torch.Tensor, n) for n in names}
-
-    def make(n):
-        def refuse(self, *a, **k):
-            raise AssertionError(f"host sync: Tensor.{n} called in forward")
-
-        return refuse
-
-    for n in names:
-        setattr(torch.Tensor, n, make(n))
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(torch.Tensor, n, f)
-
-
 @pytest.mark.parametrize("mode", ["step", "temporal"])
 def test_forward_and_backward_make_no_host_sync(tiny_deberta, mode):
     model = get_peft_model(tiny_deberta(), spike_config(spike_mode=mode, learnable_threshold=True))
@@ -198,7 +140,7 @@ def test_sparsity_counts_are_summed_over_ddp_ranks():
     import sys
     from pathlib import Path
 
-    worker = Path(__file__).with_name("ddp_sparsity_worker.py")
+    worker = Path(__file__).parent / "helpers" / "ddp_sparsity_worker.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(worker)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

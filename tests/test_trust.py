@@ -14,6 +14,7 @@ import pytest
 from clirun import run_cli
 from hydra import compose, initialize_config_dir
 
+from spikelora.experiment.confdir import CONF_DIR
 from spikelora.experiment.data import DataError, read_subj, read_tsv
 from spikelora.experiment.identity import NOT_IDENTITY
 from spikelora.experiment.plan import ConfigError, plan_run
@@ -21,7 +22,7 @@ from spikelora.experiment.record import Attempt, RunDir, read_json, scan, write_
 from spikelora.experiment.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR  # the configs, with their resolvers registered
 
 
 def cfg_of(overrides: list[str]):
