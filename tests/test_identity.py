@@ -178,3 +178,16 @@ def test_a_legacy_record_is_shown_and_rekeyed_from_its_own_fingerprints(cola_cop
     moved = RunDir(new).load()
     assert (moved["identity"], moved["rekeyed_from"], moved["identity_scheme"]) == (plan.identity, old.name, 2)
     assert record_identity(moved) == plan.identity
+
+
+def test_a_setting_added_later_at_its_default_keeps_the_identity(cola_copy, tmp_path):
+    """Records made before a setting existed keep their names; a non-default value is another run."""
+    from spikelora.experiment.identity import ADDED_DEFAULTS, strip_config
+
+    plan = plan_run(cfg_of(on_copy(cola_copy, tmp_path)), check_resources=False)
+    before = {**plan.canonical, "adapter": {k: v for k, v in plan.canonical["adapter"].items() if k != "gate"}}
+    assert ADDED_DEFAULTS["adapter.gate"] == "lif"
+    with_default = {**before, "adapter": {**before["adapter"], "gate": "lif"}}
+    with_other = {**before, "adapter": {**before["adapter"], "gate": "relu"}}
+    assert strip_config(with_default) == strip_config(before)
+    assert strip_config(with_other) != strip_config(before)

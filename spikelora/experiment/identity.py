@@ -61,6 +61,15 @@ NOT_IDENTITY: tuple[str, ...] = (
     "trainer.save_steps",
     "trainer.save_total_limit",
 )
+# Settings added after records were made, with their defaults: at the default a setting leaves the
+# identity as it was before it existed (so those records keep their names); any other value enters it.
+ADDED_DEFAULTS: dict[str, Any] = {
+    "adapter.gate": "lif",
+    "adapter.two_sided": False,
+    "adapter.temperature": None,
+    "adapter.topk": None,
+    "adapter.target_sparsity": None,
+}
 # Config values that may name local files: their content replaces them in the identity.
 PATH_KEYS: tuple[str, ...] = ("task.data_dir", "model.name_or_path", "model.checkpoint", "model.tokenizer")
 
@@ -80,6 +89,11 @@ def strip_config(resolved: dict[str, Any]) -> dict[str, Any]:
     out.pop("hydra", None)
     for key in NOT_IDENTITY:
         _drop(out, key)
+    for key, default in ADDED_DEFAULTS.items():
+        group, leaf = key.split(".")
+        node = out.get(group)
+        if isinstance(node, dict) and leaf in node and _same(node[leaf], default):
+            node.pop(leaf)
     for key in PATH_KEYS:
         group, leaf = key.split(".")
         value = out.get(group, {}).get(leaf) if isinstance(out.get(group), dict) else None
@@ -87,6 +101,10 @@ def strip_config(resolved: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str) and value != "byte" and (key == "task.data_dir" or is_local_path(value)):
             out[group].pop(leaf)
     return out
+
+
+def _same(value: Any, default: Any) -> bool:
+    return type(value) is type(default) and value == default
 
 
 def canonical_config(cfg: DictConfig) -> dict[str, Any]:
