@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 from ..experiment.confdir import default_results_dir
+from ..experiment.record import scan
 
 SUBCOMMANDS = {
     "claims": "the claims ledger: each empirical claim of the paper, ours, effect, 95 % CI, test, verdict",
     "compare": "compare any runs: mean ± std over seeds per group (--by KEYS --metric KEY)",
     "select-vth": "choose V_θ by the paper's Eq. 6–7 from a V_θ sweep",
+    "method-comparison": "one JSON per run in the shape of PEFT's method_comparison results",
 }
 
 
@@ -25,7 +27,7 @@ def _report(argv: list[str]) -> int:
     )
     parser = argparse.ArgumentParser(
         prog="python -m spikelora.report",
-        usage="python -m spikelora.report [{claims,compare,select-vth}] [RESULTS_DIR] [options]",
+        usage="python -m spikelora.report [{claims,compare,select-vth,method-comparison}] [RESULTS_DIR] [options]",
         description="Without a subcommand: write every table and figure that the runs in RESULTS_DIR allow into --out.",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -92,6 +94,7 @@ def _claims(argv: list[str]) -> int:
         counts[c.verdict] = counts.get(c.verdict, 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     print(f"{len(ledger)} claim rows ({summary}) -> {Path(args.out) / 'claims.md'}, {Path(args.out) / 'claims.json'}")
+    _print_left_out(scan(args.results_dir)[1])
     return 0
 
 
@@ -130,11 +133,37 @@ def _compare(argv: list[str]) -> int:
     return 0
 
 
+def _method_comparison(argv: list[str]) -> int:
+    from . import method_comparison
+
+    parser = argparse.ArgumentParser(
+        prog="python -m spikelora.report method-comparison", description=method_comparison.__doc__
+    )
+    parser.add_argument("results_dir", nargs="?", default=None, help="default: results_dir of conf/config.yaml")
+    parser.add_argument("--out", default="reports/method_comparison", help="output directory")
+    args = parser.parse_args(argv)
+    args.results_dir = args.results_dir or default_results_dir()
+    written, left_out = method_comparison.write_method_comparison(args.results_dir, args.out)
+    print(f"{len(written)} run(s) -> {args.out}")
+    _print_left_out(left_out)
+    return 0
+
+
+def _print_left_out(left_out: list[tuple[str, str]]) -> None:
+    for run_dir, why in left_out:
+        print(f"  left out: {run_dir} ({why})")
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..experiment.record import RecordError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"select-vth": _select_vth, "claims": _claims, "compare": _compare}
+    commands = {
+        "select-vth": _select_vth,
+        "claims": _claims,
+        "compare": _compare,
+        "method-comparison": _method_comparison,
+    }
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
