@@ -328,6 +328,7 @@ def test_compare_table_groups_by_model_task_and_data(tree, tmp_path):
                 assert row["n"] == len(ms)
                 mcc = [m["final"]["eval_mcc"] for m in ms]
                 assert row["final.eval_mcc mean"] == pytest.approx(statistics.mean(mcc))
+                assert row["final.eval_mcc median"] == pytest.approx(statistics.median(mcc))
                 if len(mcc) > 1:
                     assert row["final.eval_mcc std"] == pytest.approx(statistics.stdev(mcc))
                 if adapter == "spike":
@@ -336,7 +337,10 @@ def test_compare_table_groups_by_model_task_and_data(tree, tmp_path):
                 else:
                     assert row["eval_sparsity n"] == 0
     summary = multirun_summary(load_records(results), ["adapter", "lr", "seed"])
-    assert summary.splitlines()[0] == "| model_id | data_id | task | adapter | lr | n | main | gen_gap | sparsity |"
+    assert summary.splitlines()[0] == (
+        "| model_id | data_id | task | adapter | lr | n | seeds | main (last eval) | gen_gap (last eval) "
+        "| sparsity (last eval) |"
+    )
     assert len(summary.splitlines()) == 2 + 4 + 2  # header, rule, 2 adapters × 2 lr (wide), 2 adapters (narrow)
     # Sorted: numbers numerically, each row one model.
     assert list(table["model_id"]) == sorted(table["model_id"])

@@ -88,7 +88,8 @@ def compare_table(records: Iterable[dict] | pd.DataFrame, by: Iterable[str], met
 
     Groups are ``model_id``, ``data_id``, ``task`` and then ``by`` (record keys); ``metrics`` are
     record keys too (see the module docstring). Returns columns ``model_id, data_id, task, *by,
-    n, seeds`` and ``<metric> mean``, ``<metric> std``, ``<metric> n`` for each metric; rows
+    n, seeds`` and ``<metric> mean``, ``<metric> std``, ``<metric> median``, ``<metric> n`` for each
+    metric; rows
     sorted by the group keys (numbers numerically).
     """
     frame = records_frame(records)
@@ -108,6 +109,7 @@ def compare_table(records: Iterable[dict] | pd.DataFrame, by: Iterable[str], met
             vals = pd.to_numeric(g[m], errors="coerce").dropna()
             row[f"{m} mean"] = float(vals.mean()) if len(vals) else math.nan
             row[f"{m} std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+            row[f"{m} median"] = float(vals.median()) if len(vals) else math.nan
             row[f"{m} n"] = len(vals)
         rows.append(row)
     rows.sort(key=lambda r: tuple(_sort_key(r[k]) for k in keys))
@@ -118,20 +120,28 @@ def _num(x: float) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
 
+def _evaluation(metric: str) -> str:
+    """Which evaluation a metric column reports: the last (``final.*``, the paper's) or the best."""
+    return "best eval" if metric.startswith("best.") else "last eval"
+
+
 def format_compare(table: pd.DataFrame) -> str:
-    """The table as Markdown: ``mean ± std (n)`` per metric, an em dash where there is no value."""
+    """The table as Markdown: ``mean ± std, median m (n)`` per metric (its header says whether it is the
+    last or the best evaluation), the seeds of each row, an em dash where there is no value."""
     metrics = [c[: -len(" mean")] for c in table.columns if c.endswith(" mean")]
     keys = [c for c in table.columns if c not in ("n", "seeds") and not c.startswith(tuple(metrics))]
-    head = [*keys, "n", *metrics]
+    head = [*keys, "n", "seeds", *(f"{m} ({_evaluation(m)})" for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        cells = [str(r[k]) for k in keys] + [str(r["n"])]
+        cells = [str(r[k]) for k in keys] + [str(r["n"]), str(r.get("seeds", "")) or "—"]
         for m in metrics:
             mean, std, n = r[f"{m} mean"], r[f"{m} std"], r[f"{m} n"]
+            median = r.get(f"{m} median", math.nan)
             if n == 0:
                 cells.append("—")
             else:
-                cells.append(_num(mean) + (f" ± {_num(std)}" if not math.isnan(std) else "") + f" (n={n})")
+                spread = f" ± {_num(std)}" if not math.isnan(std) else ""
+                cells.append(_num(mean) + spread + (f", median {_num(median)}" if n > 1 else "") + f" (n={n})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -149,8 +159,11 @@ def write_compare(table: pd.DataFrame, out: str | Path, title: str = "Run compar
     md = [
         f"# {title}",
         "",
-        "Mean ± sample std over the runs of each group (n = runs with the metric). Rows never pool "
-        "different models (`model_id`), data (`data_id`) or tasks.",
+        "Mean ± sample std and the median over the runs of each group (n = runs with the metric; "
+        "`seeds` = their seeds). Each metric's header says whether it is the last evaluation "
+        "(`final.*`, as the paper reports) or the best (`best.*`, chosen by the main metric). "
+        "GLUE's evaluation sets are its dev sets. Rows never pool different models (`model_id`), "
+        "data (`data_id`) or tasks.",
         "",
         format_compare(table),
     ]
