@@ -7,9 +7,15 @@ The pieces follow PEFT's design for LoRA variants such as DoRA:
   PEFT drop the unknown fields and silently load plain LoRA).
 * :class:`SpikeLoraVariant` — the computation ``result + scaling · B(gate(A(dropout(x))))``.
 * :class:`SpikeLoraLinear` — ``lora.Linear`` that resolves that variant and holds one
-  :class:`~spikelora.neuron.LIFGate` per adapter in ``lora_spike``.
+  gate (:class:`~spikelora.neuron.Gate`, the LIF by default) per adapter in ``lora_spike``.
 * :class:`SpikeLoraModel` — ``LoraModel`` that refuses merging and opens the token-mask context
   (:mod:`spikelora.tokens`) on every forward.
+* :class:`SpikeAdaLoraConfig`, :class:`SpikeAdaLoraModel`, :class:`SpikeSVDLinear` — the paper's
+  Eq. 5 on PEFT's AdaLoRA (``peft_type="SPIKEADALORA"``): the same gate on AdaLoRA's low-rank
+  activations ``Q · dropout(x)`` before ``P Λ``; plain AdaLoRA is untouched (no gate exists there).
+
+The gate is any of :data:`spikelora.neuron.GATES` (``gate``, ``"lif"`` by default); see
+:func:`spikelora.neuron.make_gate`.
 
 Importing :mod:`spikelora` registers the type in PEFT's mappings, after which plain
 ``peft.get_peft_model`` and ``PeftModel.from_pretrained`` work as for LoRA.
@@ -21,21 +27,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from peft import LoraConfig, LoraModel, mapping
+from peft import AdaLoraConfig, AdaLoraModel, LoraConfig, LoraModel, mapping
+from peft.tuners.adalora import SVDLinear
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraLayer
 from peft.tuners.lora.variants import LoraVariant
 from peft.utils.error import NoMatchingPeftModuleError
 from torch import nn
 
-from .neuron import LIFGate
+from .neuron import Gate, make_gate
 from .tokens import token_mask
 
 PEFT_TYPE = "SPIKELORA"
+ADALORA_PEFT_TYPE = "SPIKEADALORA"
 
-# The gate's fields: SpikeLoraConfig field -> LIFGate argument. The one list; the runner's
-# adapter config (conf/adapter/spike.yaml) uses the same config names.
+# The gate's fields: config field -> make_gate argument. The one list; the runner's adapter
+# configs (conf/adapter/spike.yaml, spike_adalora.yaml) use the same config names.
 GATE_FIELDS: dict[str, str] = {
+    "gate": "gate",
     "v_threshold": "v_threshold",
     "tau": "tau",
     "surrogate_alpha": "surrogate_alpha",
@@ -44,6 +53,10 @@ GATE_FIELDS: dict[str, str] = {
     "spike_reset": "reset",
     "learnable_threshold": "learnable_threshold",
     "learnable_tau": "learnable_tau",
+    "two_sided": "two_sided",
+    "temperature": "temperature",
+    "topk": "topk",
+    "target_sparsity": "target_sparsity",
 }
 
 MERGE_ERROR = (
@@ -54,13 +67,13 @@ MERGE_ERROR = (
 
 
 @dataclass
-class SpikeLoraConfig(LoraConfig):
-    """Configuration of a SpikeLoRA adapter: every ``LoraConfig`` field plus the LIF gate.
+class GateConfig:
+    """The gate's fields, shared by :class:`SpikeLoraConfig` and :class:`SpikeAdaLoraConfig`."""
 
-    The paper's setting is ``r=8, lora_alpha=sqrt(8), use_rslora=True`` (scaling 1 at every rank),
-    ``lora_dropout=0`` and ``v_threshold=0.1``. Only ``nn.Linear`` targets are supported.
-    """
-
+    gate: str = field(
+        default="lif",
+        metadata={"help": "The gate on h = A·dropout(x): lif (default), threshold, relu, sigmoid, topk or random."},
+    )
     v_threshold: float = field(
         default=0.1,
         metadata={
@@ -82,6 +95,37 @@ class SpikeLoraConfig(LoraConfig):
     )
     learnable_threshold: bool = field(default=False, metadata={"help": "Train V_θ, one scalar per module."})
     learnable_tau: bool = field(default=False, metadata={"help": "Train τ, one scalar per module."})
+    two_sided: bool = field(
+        default=False,
+        metadata={"help": "Fire on |h| >= θ instead of h >= θ (lif step, threshold, relu, sigmoid, topk)."},
+    )
+    temperature: float | None = field(
+        default=None,
+        metadata={"help": "Sigmoid gate temperature t; null: τ/(2α) (decay_input) or 1/(2α), the surrogate's slope."},
+    )
+    topk: int | None = field(default=None, metadata={"help": "Topk gate: units kept per token."})
+    target_sparsity: float | None = field(
+        default=None,
+        metadata={"help": "Topk gate: k = round(r(1 - s)); random gate: the drop rate. null: 0.5."},
+    )
+
+    def make_gate(self, r: int | None = None) -> Gate:
+        """A fresh gate for an adapter of rank ``r`` (default: the config's rank)."""
+        return make_gate(
+            **{GATE_FIELDS[f]: getattr(self, f) for f in GATE_FIELDS}, r=self._gate_rank() if r is None else r
+        )
+
+    def _gate_rank(self) -> int:
+        return self.r
+
+
+@dataclass
+class SpikeLoraConfig(LoraConfig, GateConfig):
+    """Configuration of a SpikeLoRA adapter: every ``LoraConfig`` field plus the gate (:class:`GateConfig`).
+
+    The paper's setting is ``r=8, lora_alpha=sqrt(8), use_rslora=True`` (scaling 1 at every rank),
+    ``lora_dropout=0``, ``gate="lif"`` and ``v_threshold=0.1``. Only ``nn.Linear`` targets are supported.
+    """
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,15 +135,13 @@ class SpikeLoraConfig(LoraConfig):
         bad_ranks = {k: v for k, v in (self.rank_pattern or {}).items() if v <= 0}
         if bad_ranks:
             raise ValueError(f"rank_pattern ranks must be positive, got {bad_ranks}.")
-        # Building the gate checks every gate field (LIFGate validates its arguments).
-        self.make_gate()
+        # Building the gate checks every gate field (make_gate validates its arguments), at every rank.
+        for r in {self.r, *(self.rank_pattern or {}).values()}:
+            self.make_gate(r)
         for flag in ("use_dora", "use_bdlora", "use_qalora"):
             if getattr(self, flag, False):
                 raise ValueError(f"SpikeLoRA cannot be combined with {flag}=True.")
         self._register_custom_module({nn.Linear: SpikeLoraLinear})
-
-    def make_gate(self) -> LIFGate:
-        return LIFGate(**{GATE_FIELDS[f]: getattr(self, f) for f in GATE_FIELDS})
 
 
 class SpikeLoraVariant(LoraVariant):
@@ -111,7 +153,7 @@ class SpikeLoraVariant(LoraVariant):
     @staticmethod
     def init(module: LoraLayer, adapter_name: str, config: SpikeLoraConfig, **kwargs: Any) -> None:
         weight = module.lora_A[adapter_name].weight
-        module.lora_spike[adapter_name] = config.make_gate().to(weight.device)
+        module.lora_spike[adapter_name] = config.make_gate(module.r[adapter_name]).to(weight.device)
 
     @staticmethod
     def merge_safe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
@@ -266,11 +308,119 @@ def _batch_token_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return None
 
 
+# ---------------------------------------------------------------------------------- AdaLoRA
+@dataclass
+class SpikeAdaLoraConfig(AdaLoraConfig, GateConfig):
+    """The paper's Eq. 5 done on PEFT's AdaLoRA: every ``AdaLoraConfig`` field plus the gate.
+
+    AdaLoRA's update is ``P Λ Q x`` (PEFT: ``lora_B``, ``lora_E``, ``lora_A``). The gate acts on
+    the low-rank activations ``h = Q · dropout(x)``, as SpikeLoRA's on ``A · dropout(x)``::
+
+        Δ x = P Λ (h ⊙ S(h)) · scaling / ranknum
+
+    (gating after Λ would gate nothing at first: AdaLoRA starts with Λ = 0, so ``Λ h`` is 0 and
+    neither the gate nor its surrogate gradient could pass anything). The gate is the one of
+    :class:`SpikeLoraConfig` (any of ``GATES``, the LIF by default, with its surrogate gradient),
+    one per adapted module, stateless between calls (the LIF starts from rest on every call).
+    Plain AdaLoRA (``peft.AdaLoraConfig``) builds no gate at all. The gate's rank is ``init_r``.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = ADALORA_PEFT_TYPE
+        if self.init_r <= 0 or self.target_r <= 0 or self.target_r > self.init_r:
+            raise ValueError(
+                f"AdaLoRA ranks must satisfy 0 < target_r <= init_r, got target_r={self.target_r}, init_r={self.init_r}."
+            )
+        self.make_gate()  # checks every gate field
+
+    def _gate_rank(self) -> int:
+        return self.init_r
+
+
+class SpikeSVDLinear(SVDLinear):
+    """AdaLoRA's ``SVDLinear`` with a gate per adapter in ``lora_spike`` on ``Q · dropout(x)``; never mergeable."""
+
+    adapter_layer_names = (*SVDLinear.adapter_layer_names, "lora_spike")
+
+    def update_layer(self, adapter_name: str, r: int, lora_alpha: int, config: AdaLoraConfig, **kwargs: Any) -> None:
+        if not isinstance(config, SpikeAdaLoraConfig):
+            raise TypeError(
+                f"SpikeSVDLinear needs a SpikeAdaLoraConfig, got {type(config).__name__}; "
+                "plain AdaLoRA and SpikeAdaLoRA adapters cannot share a model."
+            )
+        if not hasattr(self, "lora_spike"):
+            self.lora_spike = nn.ModuleDict()
+        super().update_layer(adapter_name, r, lora_alpha, config=config, **kwargs)
+        # A fresh gate (also when PEFT resizes the layer to a saved rank pattern; learnable V_θ / τ
+        # are loaded with the weights afterwards). Its rank is the config's init_r.
+        self.lora_spike[adapter_name] = config.make_gate().to(self.lora_A[adapter_name].device)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        raise ValueError(MERGE_ERROR)
+
+    def get_delta_weight(self, adapter: str) -> torch.Tensor:
+        raise ValueError(MERGE_ERROR)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters or self.merged:
+            return super().forward(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        for active_adapter in self.active_adapters:
+            if active_adapter not in self.lora_A:
+                continue
+            lora_A = self.lora_A[active_adapter]
+            lora_B = self.lora_B[active_adapter]
+            lora_E = self.lora_E[active_adapter]
+            dropout = self.lora_dropout[active_adapter]
+            scaling = self.scaling[active_adapter]
+            ranknum = self.ranknum[active_adapter] + 1e-5
+            x = self._cast_input_dtype(x, lora_A.dtype)
+            h = dropout(x) @ lora_A.T
+            gated = self.lora_spike[active_adapter](h)
+            result += ((gated * lora_E.T) @ lora_B.T) * scaling / ranknum
+        return result
+
+    def __repr__(self) -> str:
+        return "spike" + super().__repr__()
+
+
+class SpikeAdaLoraModel(AdaLoraModel):
+    """``AdaLoraModel`` for SpikeAdaLoRA adapters: gated ``SVDLinear`` layers, no merging, the token mask."""
+
+    @staticmethod
+    def _create_new_module(lora_config, adapter_name, target, device_map=None, **kwargs):
+        base = target.get_base_layer() if isinstance(target, LoraLayer) else target
+        if not isinstance(base, nn.Linear) or kwargs.get("loaded_in_8bit") or kwargs.get("loaded_in_4bit"):
+            raise ValueError(
+                f"SpikeAdaLoRA supports (unquantised) nn.Linear targets only, but a target module is a "
+                f"{type(base).__name__}: {target}. Remove it from target_modules."
+            )
+        kwargs.pop("loaded_in_8bit", None)
+        kwargs.pop("loaded_in_4bit", None)
+        kwargs.pop("gptq_quantization_config", None)
+        return SpikeSVDLinear(target, adapter_name, config=lora_config, **kwargs)
+
+    def _check_merge_allowed(self) -> None:
+        raise ValueError(MERGE_ERROR)
+
+    def add_weighted_adapter(self, *args: Any, **kwargs: Any) -> None:
+        raise ValueError("add_weighted_adapter is not supported for SpikeAdaLoRA (nor for AdaLoRA).")
+
+    def forward(self, *args: Any, **kwargs: Any):
+        with token_mask(_batch_token_mask(args, kwargs)):
+            return super().forward(*args, **kwargs)
+
+
 def register() -> None:
-    """Make ``peft_type="SPIKELORA"`` known to PEFT (idempotent; done on ``import spikelora``)."""
+    """Make ``peft_type="SPIKELORA"`` and ``"SPIKEADALORA"`` known to PEFT (idempotent; done on ``import spikelora``)."""
     mapping.PEFT_TYPE_TO_CONFIG_MAPPING[PEFT_TYPE] = SpikeLoraConfig
     mapping.PEFT_TYPE_TO_TUNER_MAPPING[PEFT_TYPE] = SpikeLoraModel
     mapping.PEFT_TYPE_TO_PREFIX_MAPPING[PEFT_TYPE] = SpikeLoraModel.prefix
+    mapping.PEFT_TYPE_TO_CONFIG_MAPPING[ADALORA_PEFT_TYPE] = SpikeAdaLoraConfig
+    mapping.PEFT_TYPE_TO_TUNER_MAPPING[ADALORA_PEFT_TYPE] = SpikeAdaLoraModel
+    mapping.PEFT_TYPE_TO_PREFIX_MAPPING[ADALORA_PEFT_TYPE] = SpikeAdaLoraModel.prefix
 
 
 register()  # importing the method makes it known to PEFT (see spikelora/__init__.py)

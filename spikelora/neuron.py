@@ -35,15 +35,35 @@ Two ways to run the neuron:
     charge nor leak the membrane and never fire. Calls that are not over tokens (2-D input, or a
     shape that does not match the batch's token mask) fall back to one step from rest.
 
-The gate keeps no tensor between calls. It only accumulates, on the device and without host
-synchronisation, how many gate units fired over real tokens (and, apart, over other calls), and
-keeps the fired / total units of its most recent call (the authors' per-call figure); see
+The gate family
+    :class:`LIFGate` is one of several gates on the same activations, all built by
+    :func:`make_gate` (``SpikeLoraConfig.gate``). With ``θ`` the LIF's effective threshold on h
+    (``τ·V_θ`` with ``decay_input``, else ``V_θ``), so that at the same settings the sparse gates
+    silence the same units:
+
+    ``lif``        this module's LIF gate (step or temporal mode, learnable V_θ / τ)
+    ``threshold``  ``h ⊙ 1[h ≥ θ]`` with the mask detached: the LIF's forward, no surrogate gradient
+    ``relu``       ``ReLU(h − θ)``: a learnable ANN gate (V_θ / τ learnable)
+    ``sigmoid``    ``h ⊙ σ((h − θ)/t)``: continuous, no exact zeros (V_θ / τ learnable)
+    ``topk``       per token, the k largest activations pass (mask detached)
+    ``random``     rank-space dropout: each unit dropped with probability p in training only,
+                   the survivors scaled by 1/(1 − p); the identity in eval
+
+    ``two_sided=True`` (lif in step mode, threshold, relu, sigmoid, topk) fires on ``|h|`` instead
+    of ``h``: ``|h| ≥ θ``, ``sign(h)·ReLU(|h| − θ)``, ``h ⊙ σ((|h| − θ)/t)``, the k largest ``|h|``.
+
+Every gate keeps no tensor between calls. It only accumulates, on the device and without host
+synchronisation, how many gate units passed (were not set to zero) over real tokens (and, apart,
+over other calls), how many had a negative activation (the units a one-sided gate silences by
+their sign alone) and, for the sigmoid gate, how many had a gate value below 0.5; and it keeps
+the passed / total units of its most recent call (the authors' per-call figure). See
 :mod:`spikelora.telemetry` for reading them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -54,6 +74,11 @@ MODES = ("step", "temporal")
 RESETS = ("hard", "soft")
 PHASES = ("train", "eval")
 COUNTERS = ("token_fired", "token_total", "other_fired", "other_total")
+GATES = ("lif", "threshold", "relu", "sigmoid", "topk", "random")
+# Counted beside the fired units: activations below zero, and (sigmoid) gate values below 0.5.
+AUX_COUNTERS = ("token_negative", "other_negative", "token_below_half", "other_below_half")
+# The share of zeros of the topk and random gates when neither topk nor target_sparsity is set.
+DEFAULT_TARGET_SPARSITY = 0.5
 
 
 def _atan_surrogate(x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -81,48 +106,198 @@ class _StepGate(torch.autograd.Function):
 
     One custom op instead of five autograd nodes keeps the per-module overhead of SpikeLoRA over
     LoRA small; only ``h`` is saved and ``S`` is recomputed in backward.
-    ``v_threshold`` and ``tau`` are Python floats, or 0-d tensors when learnable.
+    ``v_threshold`` and ``tau`` are Python floats, or 0-d tensors when learnable. With
+    ``two_sided`` the neuron fires on ``|H| ≥ V_θ`` (surrogate ``dS/dH = sign(H) · ATan'(|H| − V_θ)``).
     """
 
     @staticmethod
-    def forward(ctx, h, v_threshold, tau, alpha: float, decay_input: bool):
+    def forward(ctx, h, v_threshold, tau, alpha: float, decay_input: bool, two_sided: bool = False):
         mem = h / tau if decay_input else h
-        fired = mem >= v_threshold
+        fired = (mem.abs() if two_sided else mem) >= v_threshold
         ctx.save_for_backward(
             h,
             v_threshold if torch.is_tensor(v_threshold) else None,
             tau if torch.is_tensor(tau) else None,
         )
-        ctx.consts = (v_threshold, tau, alpha, decay_input)
+        ctx.consts = (v_threshold, tau, alpha, decay_input, two_sided)
         ctx.mark_non_differentiable(fired)
         return h * fired.to(h.dtype), fired
 
     @staticmethod
     def backward(ctx, grad_out, _grad_fired):
         h, vth_t, tau_t = ctx.saved_tensors
-        v_threshold, tau, alpha, decay_input = ctx.consts
+        v_threshold, tau, alpha, decay_input, two_sided = ctx.consts
         vth = vth_t if vth_t is not None else v_threshold
         tau = tau_t if tau_t is not None else tau
-        x = (h / tau if decay_input else h) - vth
+        mem = h / tau if decay_input else h
+        x = (mem.abs() if two_sided else mem) - vth
         spike = x >= 0
-        # coef = h · dS/dH (the ATan surrogate), built in place: this runs for every adapted
+        # coef = h · dS/d(x) (the ATan surrogate), built in place: this runs for every adapted
         # module on every step, so fewer temporaries matter.
         coef = x.mul_(math.pi / 2 * alpha).square_().add_(1).reciprocal_().mul_(alpha / 2).mul_(h)
         grad_vth = grad_tau = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            grad_mem = grad_out * coef  # dL/dH
+            grad_mem = grad_out * coef  # dL/dx
             if ctx.needs_input_grad[1]:
                 grad_vth = -grad_mem.sum().reshape(vth_t.shape).to(vth_t.dtype)
             if ctx.needs_input_grad[2]:
-                grad_tau = (-grad_mem * h / (tau * tau)).sum().reshape(tau_t.shape).to(tau_t.dtype)
-        # d(h·S)/dh = S + h · dS/dH · dH/dh, with dH/dh = 1/τ (decay_input) or 1.
+                if decay_input:  # dx/dτ = −h/τ² (−|h|/τ² two-sided)
+                    grad_tau = (-grad_mem * (h.abs() if two_sided else h) / (tau * tau)).sum()
+                    grad_tau = grad_tau.reshape(tau_t.shape).to(tau_t.dtype)
+                else:  # one step without decay_input does not read τ
+                    grad_tau = torch.zeros_like(tau_t)
+        # d(h·S)/dh = S + h · dS/dx · dx/dh, with dx/dh = 1/τ (decay_input) or 1, times sign(h) two-sided.
         if decay_input:
             coef = coef.div_(tau)
+        if two_sided:
+            coef = coef.mul_(torch.sign(h))
         grad_h = grad_out * coef.add_(spike)
-        return grad_h, grad_vth, grad_tau, None, None
+        return grad_h, grad_vth, grad_tau, None, None, None
 
 
-class LIFGate(nn.Module):
+class Gate(nn.Module):
+    """A gate on the low-rank activations ``h``, with SpikeLoRA's sparsity counters.
+
+    Subclasses implement :meth:`_gate`, returning the gated activations, the units that passed
+    (a bool mask: a unit that did not pass is zero in the output) and, for a continuous gate, the
+    units whose gate value is below 0.5 (else ``None``). Counting happens here, on the device.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Passed / seen gate units, over real tokens and over other calls, kept apart for calls in
+        # train and in eval mode; beside them the negative activations and (sigmoid) gate values
+        # below 0.5. Non-persistent: they follow the module across devices but never enter a
+        # checkpoint. Separate 0-d buffers keep each update to a single in-place add.
+        for phase in PHASES:
+            for name in COUNTERS + AUX_COUNTERS:
+                self.register_buffer(f"{phase}_{name}", torch.zeros((), dtype=torch.int64), persistent=False)
+        # Passed / all units of the most recent call (padding and non-token calls included), the
+        # authors' per-call figure; overwritten every call, in either phase.
+        self.register_buffer("last_fired", torch.zeros((), dtype=torch.int64), persistent=False)
+        self.register_buffer("last_total", torch.zeros((), dtype=torch.int64), persistent=False)
+        self.count_sparsity = True
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        tokens = current_token_mask()
+        over_tokens = tokens is not None and tokens.matches(h)
+        out, fired, below_half = self._gate(h, tokens, over_tokens)
+        if self.count_sparsity and not _in_backward():
+            self._count(h, fired, below_half, tokens, over_tokens)
+        return out
+
+    def _gate(
+        self, h: torch.Tensor, tokens: TokenMask | None, over_tokens: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _count(
+        self,
+        h: torch.Tensor,
+        fired: torch.Tensor,
+        below_half: torch.Tensor | None,
+        tokens: TokenMask | None,
+        over_tokens: bool,
+    ) -> None:
+        self.last_fired.copy_(fired.sum())
+        self.last_total.fill_(fired.numel())
+        phase = "train_" if self.training else "eval_"
+        negative = h.detach() < 0
+        if over_tokens:
+            mask3 = tokens.mask3
+            getattr(self, phase + "token_fired").add_((fired & mask3).sum())
+            getattr(self, phase + "token_total").add_(tokens.n_real, alpha=fired.shape[-1])
+            getattr(self, phase + "token_negative").add_((negative & mask3).sum())
+            if below_half is not None:
+                getattr(self, phase + "token_below_half").add_((below_half & mask3).sum())
+        else:
+            kind = "token_" if tokens is None else "other_"
+            getattr(self, phase + kind + "fired").add_(fired.sum())
+            getattr(self, phase + kind + "total").add_(fired.numel())
+            getattr(self, phase + kind + "negative").add_(negative.sum())
+            if below_half is not None:
+                getattr(self, phase + kind + "below_half").add_(below_half.sum())
+
+    def counts(self, phase: str | None = None) -> torch.Tensor:
+        """``(token_fired, token_total, other_fired, other_total)`` for ``"train"``, ``"eval"`` or both (None)."""
+        phases = _phases(phase)
+        return sum(torch.stack([getattr(self, f"{p}_{n}") for n in COUNTERS]) for p in phases)
+
+    def aux_counts(self, phase: str | None = None) -> torch.Tensor:
+        """``(token_negative, other_negative, token_below_half, other_below_half)``, as :meth:`counts`.
+
+        ``negative``: units whose activation ``h`` was below zero. ``below_half``: units whose gate
+        value was below 0.5 (the sigmoid gate only; zero for the others).
+        """
+        phases = _phases(phase)
+        return sum(torch.stack([getattr(self, f"{p}_{n}") for n in AUX_COUNTERS]) for p in phases)
+
+    def last_counts(self) -> torch.Tensor:
+        """``(fired, total)`` gate units of the most recent call, every position counted (on the device)."""
+        return torch.stack([self.last_fired, self.last_total])
+
+    def reset_counts(self, phase: str | None = None) -> None:
+        for p in _phases(phase):
+            for n in COUNTERS + AUX_COUNTERS:
+                getattr(self, f"{p}_{n}").zero_()
+
+    @property
+    def soft(self) -> bool:
+        """Whether the gate has a continuous value (its ``below_half`` counters are meaningful)."""
+        return False
+
+
+class _ThresholdGate(Gate):
+    """A gate with the LIF's threshold settings: ``θ = τ·V_θ`` (decay_input) or ``V_θ``."""
+
+    def __init__(
+        self,
+        v_threshold: float = 0.1,
+        tau: float = 2.0,
+        *,
+        decay_input: bool = True,
+        two_sided: bool = False,
+        learnable_threshold: bool = False,
+        learnable_tau: bool = False,
+    ) -> None:
+        super().__init__()
+        self.decay_input = bool(decay_input)
+        self.two_sided = bool(two_sided)
+        if learnable_threshold:
+            self.v_threshold = nn.Parameter(torch.tensor(float(v_threshold)))
+        else:
+            self.v_threshold = float(v_threshold)
+        if learnable_tau:
+            self.tau = nn.Parameter(torch.tensor(float(tau)))
+        else:
+            self.tau = float(tau)
+
+    def _tau(self) -> float | torch.Tensor:
+        if isinstance(self.tau, torch.Tensor):
+            return self.tau.clamp_min(1.0 + 1e-3)
+        return self.tau
+
+    def theta(self) -> float | torch.Tensor:
+        """The effective threshold on ``h``: ``τ·V_θ`` with decay_input, else ``V_θ``."""
+        return self._tau() * self.v_threshold if self.decay_input else self.v_threshold
+
+    def extra_repr(self) -> str:
+        vth = float(self.v_threshold.detach()) if torch.is_tensor(self.v_threshold) else self.v_threshold
+        tau = float(self.tau.detach()) if torch.is_tensor(self.tau) else self.tau
+        parts = [f"v_threshold={vth:g}", f"tau={tau:g}", f"decay_input={self.decay_input}"]
+        if self.two_sided:
+            parts.append("two_sided=True")
+        if isinstance(self.v_threshold, nn.Parameter):
+            parts.append("learnable_threshold=True")
+        if isinstance(self.tau, nn.Parameter):
+            parts.append("learnable_tau=True")
+        return ", ".join(parts)
+
+
+class LIFGate(_ThresholdGate):
     """Gate ``h ⊙ S(h)`` with a leaky integrate-and-fire neuron (see the module docstring).
 
     Args:
@@ -136,7 +311,10 @@ class LIFGate(nn.Module):
         reset: ``"hard"`` (to zero) or ``"soft"`` (subtract V_θ); matters in temporal mode only.
         learnable_threshold: make V_θ one trainable scalar for this gate.
         learnable_tau: make τ one trainable scalar for this gate (kept ≥ 1 + 1e-3 in use).
+        two_sided: fire on ``|H| ≥ V_θ`` (step mode only).
     """
+
+    kind = "lif"
 
     def __init__(
         self,
@@ -149,8 +327,8 @@ class LIFGate(nn.Module):
         reset: str = "hard",
         learnable_threshold: bool = False,
         learnable_tau: bool = False,
+        two_sided: bool = False,
     ) -> None:
-        super().__init__()
         validate_gate_args(
             v_threshold=v_threshold,
             tau=tau,
@@ -159,47 +337,29 @@ class LIFGate(nn.Module):
             mode=mode,
             reset=reset,
         )
+        if two_sided and mode == "temporal":
+            raise ValueError("two_sided firing is for spike_mode='step'; the temporal LIF fires on V ≥ V_θ only.")
+        super().__init__(
+            v_threshold,
+            tau,
+            decay_input=decay_input,
+            two_sided=two_sided,
+            learnable_threshold=learnable_threshold,
+            learnable_tau=learnable_tau,
+        )
         self.surrogate_alpha = float(surrogate_alpha)
-        self.decay_input = bool(decay_input)
         self.mode = mode
         self.reset = reset
-        if learnable_threshold:
-            self.v_threshold = nn.Parameter(torch.tensor(float(v_threshold)))
-        else:
-            self.v_threshold = float(v_threshold)
-        if learnable_tau:
-            self.tau = nn.Parameter(torch.tensor(float(tau)))
-        else:
-            self.tau = float(tau)
-        # Fired / seen gate units, over real tokens and over other calls, kept apart for calls in
-        # train and in eval mode. Non-persistent: they follow the module across devices but never
-        # enter a checkpoint. Separate 0-d buffers keep each update to a single in-place add.
-        for phase in PHASES:
-            for name in COUNTERS:
-                self.register_buffer(f"{phase}_{name}", torch.zeros((), dtype=torch.int64), persistent=False)
-        # Fired / all units of the most recent call (padding and non-token calls included), the
-        # authors' per-call figure; overwritten every call, in either phase.
-        self.register_buffer("last_fired", torch.zeros((), dtype=torch.int64), persistent=False)
-        self.register_buffer("last_total", torch.zeros((), dtype=torch.int64), persistent=False)
-        self.count_sparsity = True
 
-    # ------------------------------------------------------------------ forward
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        tokens = current_token_mask()
-        over_tokens = tokens is not None and tokens.matches(h)
+    def _gate(self, h: torch.Tensor, tokens: TokenMask | None, over_tokens: bool):
         tau = self._tau()
         if self.mode == "temporal" and h.dim() == 3 and (tokens is None or over_tokens):
             out, fired = self._temporal(h, tau, tokens.mask if over_tokens else None)
         else:
-            out, fired = _StepGate.apply(h, self.v_threshold, tau, self.surrogate_alpha, self.decay_input)
-        if self.count_sparsity and not _in_backward():
-            self._count(fired, tokens, over_tokens)
-        return out
-
-    def _tau(self) -> float | torch.Tensor:
-        if isinstance(self.tau, torch.Tensor):
-            return self.tau.clamp_min(1.0 + 1e-3)
-        return self.tau
+            out, fired = _StepGate.apply(
+                h, self.v_threshold, tau, self.surrogate_alpha, self.decay_input, self.two_sided
+            )
+        return out, fired, None
 
     def _temporal(self, h: torch.Tensor, tau, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         beta = 1.0 - 1.0 / tau
@@ -220,33 +380,6 @@ class LIFGate(nn.Module):
             spikes.append(s_)
         return torch.stack(outs, 1), torch.stack(spikes, 1) > 0
 
-    @torch.no_grad()
-    def _count(self, fired: torch.Tensor, tokens: TokenMask | None, over_tokens: bool) -> None:
-        self.last_fired.copy_(fired.sum())
-        self.last_total.fill_(fired.numel())
-        phase = "train_" if self.training else "eval_"
-        if over_tokens:
-            getattr(self, phase + "token_fired").add_((fired & tokens.mask3).sum())
-            getattr(self, phase + "token_total").add_(tokens.n_real, alpha=fired.shape[-1])
-        else:
-            kind = "token_" if tokens is None else "other_"
-            getattr(self, phase + kind + "fired").add_(fired.sum())
-            getattr(self, phase + kind + "total").add_(fired.numel())
-
-    def counts(self, phase: str | None = None) -> torch.Tensor:
-        """``(token_fired, token_total, other_fired, other_total)`` for ``"train"``, ``"eval"`` or both (None)."""
-        phases = _phases(phase)
-        return sum(torch.stack([getattr(self, f"{p}_{n}") for n in COUNTERS]) for p in phases)
-
-    def last_counts(self) -> torch.Tensor:
-        """``(fired, total)`` gate units of the most recent call, every position counted (on the device)."""
-        return torch.stack([self.last_fired, self.last_total])
-
-    def reset_counts(self, phase: str | None = None) -> None:
-        for p in _phases(phase):
-            for n in COUNTERS:
-                getattr(self, f"{p}_{n}").zero_()
-
     def extra_repr(self) -> str:
         vth = float(self.v_threshold.detach()) if torch.is_tensor(self.v_threshold) else self.v_threshold
         tau = float(self.tau.detach()) if torch.is_tensor(self.tau) else self.tau
@@ -254,11 +387,118 @@ class LIFGate(nn.Module):
         parts.append(f"decay_input={self.decay_input}, mode={self.mode!r}")
         if self.mode == "temporal":
             parts.append(f"reset={self.reset!r}")
+        if self.two_sided:
+            parts.append("two_sided=True")
         if isinstance(self.v_threshold, nn.Parameter):
             parts.append("learnable_threshold=True")
         if isinstance(self.tau, nn.Parameter):
             parts.append("learnable_tau=True")
         return ", ".join(parts)
+
+
+class ThresholdGate(_ThresholdGate):
+    """``h ⊙ 1[h ≥ θ]`` (``1[|h| ≥ θ]`` two-sided) with the mask detached: the LIF's forward, no surrogate.
+
+    The mask is computed exactly as the LIF computes it (``h/τ ≥ V_θ`` with decay_input), so at
+    the same settings both silence the same units; the gradient is ``mask ⊙ upstream``.
+    """
+
+    kind = "threshold"
+
+    def _gate(self, h: torch.Tensor, tokens: TokenMask | None, over_tokens: bool):
+        with torch.no_grad():
+            mem = h / self.tau if self.decay_input else h
+            fired = (mem.abs() if self.two_sided else mem) >= self.v_threshold
+        return h * fired.to(h.dtype), fired, None
+
+
+class ReluGate(_ThresholdGate):
+    """``ReLU(h − θ)`` (``sign(h) · ReLU(|h| − θ)`` two-sided): a learnable ANN gate (reviewers' Q1)."""
+
+    kind = "relu"
+
+    def _gate(self, h: torch.Tensor, tokens: TokenMask | None, over_tokens: bool):
+        theta = self.theta()
+        if self.two_sided:
+            x = h.abs() - theta
+            out = torch.sign(h) * torch.relu(x)
+        else:
+            x = h - theta
+            out = torch.relu(x)
+        return out, (x > 0).detach(), None
+
+
+class SigmoidGate(_ThresholdGate):
+    """``h ⊙ σ((h − θ)/t)`` (``σ((|h| − θ)/t)`` two-sided): a continuous gate without exact zeros.
+
+    Its sparsity is the share of exact zeros of the output (0 unless σ underflows or h is 0);
+    the share of gate values below 0.5 (the units a hard threshold at θ would silence) is counted
+    apart. ``temperature=None``: ``t = τ/(2α)`` with decay_input, else ``1/(2α)``, the slope of
+    the LIF's ATan surrogate at the threshold (0.5 for the defaults τ = 2, α = 2).
+    """
+
+    kind = "sigmoid"
+
+    def __init__(self, v_threshold: float = 0.1, tau: float = 2.0, *, temperature: float, **kwargs: Any) -> None:
+        super().__init__(v_threshold, tau, **kwargs)
+        self.temperature = float(temperature)
+
+    @property
+    def soft(self) -> bool:
+        return True
+
+    def _gate(self, h: torch.Tensor, tokens: TokenMask | None, over_tokens: bool):
+        value = torch.sigmoid(((h.abs() if self.two_sided else h) - self.theta()) / self.temperature)
+        out = h * value
+        return out, (out != 0).detach(), (value < 0.5).detach()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, temperature={self.temperature:g}"
+
+
+class TopKGate(Gate):
+    """Per token (the last axis), the ``k`` largest activations pass (largest ``|h|`` two-sided); mask detached."""
+
+    kind = "topk"
+
+    def __init__(self, k: int, *, two_sided: bool = False) -> None:
+        super().__init__()
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"topk must be a positive integer (units kept per token), got {k!r}.")
+        self.k = k
+        self.two_sided = bool(two_sided)
+
+    def _gate(self, h: torch.Tensor, tokens: TokenMask | None, over_tokens: bool):
+        with torch.no_grad():
+            score = h.abs() if self.two_sided else h
+            index = score.topk(min(self.k, h.shape[-1]), dim=-1).indices
+            fired = torch.zeros(h.shape, dtype=torch.bool, device=h.device).scatter_(-1, index, True)
+        return h * fired.to(h.dtype), fired, None
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}" + (", two_sided=True" if self.two_sided else "")
+
+
+class RandomGate(Gate):
+    """Rank-space dropout: in training each unit is zeroed with probability ``rate`` and the others
+    scaled by ``1/(1 − rate)`` (inverted dropout, as ``nn.Dropout``); the identity in eval."""
+
+    kind = "random"
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"target_sparsity (the random gate's drop rate) must be in [0, 1), got {rate!r}.")
+        self.rate = float(rate)
+
+    def _gate(self, h: torch.Tensor, tokens: TokenMask | None, over_tokens: bool):
+        if not self.training or self.rate == 0.0:
+            return h, torch.ones(h.shape, dtype=torch.bool, device=h.device), None
+        fired = torch.rand(h.shape, device=h.device) >= self.rate
+        return h * (fired.to(h.dtype) * (1.0 / (1.0 - self.rate))), fired, None
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:g}"
 
 
 def _phases(phase: str | None) -> tuple[str, ...]:
@@ -300,3 +540,119 @@ def validate_gate_args(
         )
     if not math.isfinite(surrogate_alpha) or surrogate_alpha <= 0:
         raise ValueError(f"surrogate_alpha must be > 0, got {surrogate_alpha}; the reference value is 2.0.")
+
+
+def topk_units(r: int, topk: int | None = None, target_sparsity: float | None = None) -> int:
+    """Units the topk gate keeps per token at rank ``r``: ``topk``, or ``round(r · (1 − target_sparsity))``
+    (halves rounded up), with :data:`DEFAULT_TARGET_SPARSITY` when neither is set."""
+    if topk is not None:
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= r:
+            raise ValueError(f"topk must be an integer in [1, r={r}] (units kept per token), got {topk!r}.")
+        return topk
+    s = DEFAULT_TARGET_SPARSITY if target_sparsity is None else target_sparsity
+    k = math.floor(r * (1.0 - s) + 0.5)
+    if k < 1:
+        raise ValueError(
+            f"target_sparsity={s} keeps round({r} × (1 − {s})) = 0 of r={r} units per token; "
+            "lower target_sparsity or set topk=1."
+        )
+    return k
+
+
+def make_gate(
+    gate: str = "lif",
+    *,
+    v_threshold: float = 0.1,
+    tau: float = 2.0,
+    surrogate_alpha: float = 2.0,
+    decay_input: bool = True,
+    mode: str = "step",
+    reset: str = "hard",
+    learnable_threshold: bool = False,
+    learnable_tau: bool = False,
+    two_sided: bool = False,
+    temperature: float | None = None,
+    topk: int | None = None,
+    target_sparsity: float | None = None,
+    r: int | None = None,
+) -> Gate:
+    """The gate named ``gate`` (one of :data:`GATES`) for an adapter of rank ``r``.
+
+    Every argument is checked, and a setting that the chosen gate would ignore or cannot train
+    (a temporal mode for a non-LIF gate, a learnable threshold without a gradient, ...) is
+    refused with a message naming it; ``gate="lif"`` with the other new arguments at their
+    defaults builds exactly today's :class:`LIFGate`.
+    """
+    if gate not in GATES:
+        raise ValueError(f"Unknown gate {gate!r}: use one of {', '.join(map(repr, GATES))}.")
+    validate_gate_args(
+        v_threshold=v_threshold,
+        tau=tau,
+        surrogate_alpha=surrogate_alpha,
+        decay_input=decay_input,
+        mode=mode,
+        reset=reset,
+    )
+    for name, value in (("two_sided", two_sided), ("learnable_threshold", learnable_threshold)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}.")
+    if not isinstance(learnable_tau, bool):
+        raise ValueError(f"learnable_tau must be true or false, got {learnable_tau!r}.")
+    if gate != "lif":
+        if mode != "step":
+            raise ValueError(f"spike_mode={mode!r} is the LIF gate's; gate={gate!r} acts on each call alone (step).")
+        if reset != "hard":
+            raise ValueError(f"spike_reset={reset!r} is the temporal LIF's; gate={gate!r} has no membrane to reset.")
+    if temperature is not None:
+        if gate != "sigmoid":
+            raise ValueError(f"temperature is the sigmoid gate's; gate={gate!r} does not use it.")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be a positive number (or null), got {temperature!r}.")
+        if not math.isfinite(temperature):
+            raise ValueError(f"temperature must be finite, got {temperature!r}.")
+    if topk is not None and gate != "topk":
+        raise ValueError(f"topk is the topk gate's; gate={gate!r} does not use it.")
+    if target_sparsity is not None:
+        if gate not in ("topk", "random"):
+            raise ValueError(
+                f"target_sparsity sets the topk and random gates' share of zeros; gate={gate!r} learns its own."
+            )
+        if isinstance(target_sparsity, bool) or not isinstance(target_sparsity, (int, float)):
+            raise ValueError(f"target_sparsity must be a number in [0, 1), got {target_sparsity!r}.")
+        if not 0.0 <= target_sparsity < 1.0:
+            raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity!r}.")
+        if topk is not None:
+            raise ValueError("Set topk or target_sparsity, not both: each alone fixes the units kept per token.")
+    if gate in ("threshold", "topk", "random") and (learnable_threshold or learnable_tau):
+        raise ValueError(
+            f"gate={gate!r} passes no gradient to V_θ or τ (its mask is detached or does not use them): "
+            "set learnable_threshold=false and learnable_tau=false, or use gate=lif, relu or sigmoid."
+        )
+    if gate in ("relu", "sigmoid") and learnable_tau and not decay_input:
+        raise ValueError(f"gate={gate!r} without decay_input has θ = V_θ: τ is unused, so learnable_tau cannot train.")
+    if two_sided and gate == "random":
+        raise ValueError("two_sided applies to the threshold gates and topk; the random gate ignores h.")
+
+    threshold = dict(
+        decay_input=decay_input,
+        two_sided=two_sided,
+        learnable_threshold=learnable_threshold,
+        learnable_tau=learnable_tau,
+    )
+    if gate == "lif":
+        return LIFGate(v_threshold, tau, surrogate_alpha, mode=mode, reset=reset, **threshold)
+    if gate == "threshold":
+        return ThresholdGate(v_threshold, tau, **threshold)
+    if gate == "relu":
+        return ReluGate(v_threshold, tau, **threshold)
+    if gate == "sigmoid":
+        if temperature is None:
+            temperature = (tau if decay_input else 1.0) / (2.0 * surrogate_alpha)
+        return SigmoidGate(v_threshold, tau, temperature=temperature, **threshold)
+    if gate == "topk":
+        if r is None:
+            if topk is None:
+                raise ValueError("The topk gate needs the adapter rank r to turn target_sparsity into k.")
+            r = topk
+        return TopKGate(topk_units(r, topk, target_sparsity), two_sided=two_sided)
+    return RandomGate(DEFAULT_TARGET_SPARSITY if target_sparsity is None else float(target_sparsity))

@@ -42,11 +42,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from peft.tuners.adalora import SVDLinear
 from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from .adapter import _batch_token_mask
-from .neuron import LIFGate, _in_backward, _phases
+from .neuron import Gate, _in_backward, _phases
 from .telemetry import OPS_COUNTERS, _clean, reset_sparsity
 from .tokens import _CURRENT, TokenMask, current_token_mask
 
@@ -64,6 +65,7 @@ HOROWITZ_45NM: dict[str, Any] = {
 
 _ATTR = OPS_COUNTERS  # {(phase, state, adapters): [token_rows, other_rows]} on the layer
 _HOOKS = "_spikelora_ops_hooks"
+ADAPTED = (LoraLinear, SVDLinear)  # PEFT LoRA layers (LoRA, DoRA, SpikeLoRA) and AdaLoRA layers
 FIGURES = ("base_macs", "adapter_macs", "adapter_macs_dense", "adapter_acs", "gate_ops")
 
 
@@ -136,7 +138,7 @@ def _close_mask(model: nn.Module, args: tuple, output: Any) -> None:
 
 def _running(layer: nn.Module) -> tuple[str, tuple[str, ...]]:
     """What the layer's forward is about to run: ``("base", ())``, ``("merged", names)`` or ``("adapters", names)``."""
-    if not isinstance(layer, LoraLinear):
+    if not isinstance(layer, ADAPTED):
         return "base", ()
     if layer.disable_adapters:
         return "base", ()
@@ -174,7 +176,7 @@ def _count_rows(layer: nn.Module, args: tuple, kwargs: dict) -> None:
 
 # ---------------------------------------------------------------------------------- reading
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLinear)]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ADAPTED)]
 
 
 def _counted(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -236,7 +238,7 @@ def ops_report(
         gates = {}
         spike = getattr(layer, "lora_spike", None)
         if isinstance(spike, nn.ModuleDict):
-            gates = {a: g for a, g in spike.items() if isinstance(g, LIFGate)}
+            gates = {a: g for a, g in spike.items() if isinstance(g, Gate)}
         for k in keys:
             tensors += counters[k]
         for g in gates.values():

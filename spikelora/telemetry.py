@@ -1,7 +1,10 @@
 """Reading the sparsity counters of SpikeLoRA gates.
 
-Sparsity is the share of gate units that did not fire (``S = 0``), accumulated over every call
-since the last reset and over real tokens only (see :mod:`spikelora.tokens`). Calls in train and
+Sparsity is the share of gate units that did not fire (``S = 0``; for every gate of
+:data:`spikelora.neuron.GATES`, the units it set to zero), accumulated over every call since the
+last reset and over real tokens only (see :mod:`spikelora.tokens`). Beside it: the share of units
+whose activation was negative (those a one-sided gate silences by their sign alone) and, for the
+sigmoid gate, which has no exact zeros, the share of gate values below 0.5. Calls in train and
 in eval mode are counted apart, so a trainer can read both without resetting one for the other. Reading is the
 only host synchronisation: one transfer for the whole model, however many modules.
 """
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .neuron import COUNTERS, LIFGate, _phases
+from .neuron import AUX_COUNTERS, COUNTERS, Gate, _phases
 
 OPS_COUNTERS = "_spikelora_ops"  # where spikelora.ops.track_ops keeps a layer's row counters
 
@@ -29,6 +32,14 @@ class SparsityReport:
         tokens: gate units counted per module, ``{module_name: count}``.
         non_token: ``{module_name: sparsity}`` of calls that were not over the batch's tokens
             (e.g. DeBERTa's query/key projection of the relative-position table), kept apart.
+        negative: ``{module_name: share}`` of units whose activation ``h`` was negative, over real
+            tokens. A one-sided gate (``h ≥ θ`` with θ ≥ 0) silences all of them: this much of its
+            sparsity is the sign alone.
+        negative_mean: unweighted mean of ``negative`` over modules (as ``mean``).
+        below_half: ``{module_name: share}`` of gate values below 0.5, for gates with a continuous
+            value (the sigmoid gate; other modules are left out).
+        below_half_mean: unweighted mean of ``below_half`` (``nan`` when no module has one).
+        gates: ``{gate kind: number of modules}`` (``lif``, ``threshold``, ...).
     """
 
     modules: dict[str, float] = field(default_factory=dict)
@@ -36,9 +47,14 @@ class SparsityReport:
     pooled: float = float("nan")
     tokens: dict[str, int] = field(default_factory=dict)
     non_token: dict[str, float] = field(default_factory=dict)
+    negative: dict[str, float] = field(default_factory=dict)
+    negative_mean: float = float("nan")
+    below_half: dict[str, float] = field(default_factory=dict)
+    below_half_mean: float = float("nan")
+    gates: dict[str, int] = field(default_factory=dict)
 
 
-def _gates(model: nn.Module, adapter_name: str | None) -> list[tuple[str, LIFGate]]:
+def _gates(model: nn.Module, adapter_name: str | None) -> list[tuple[str, Gate]]:
     found = []
     for name, module in model.named_modules():
         gates = getattr(module, "lora_spike", None)
@@ -70,17 +86,23 @@ def sparsity_report(model: nn.Module, adapter_name: str | None = None, phase: st
     gates = _gates(model, adapter_name)
     if not gates:
         return SparsityReport()
-    counts = torch.stack([g.counts(phase) for _, g in gates])
+    counts = torch.stack([torch.cat([g.counts(phase), g.aux_counts(phase)]) for _, g in gates])
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Under DDP each rank saw its own shard: sum the counters of all ranks (every rank must call this).
         torch.distributed.all_reduce(counts)
-    counts = counts.cpu().tolist()
+    counts = counts.cpu().tolist()  # the one host transfer
     report = SparsityReport()
     fired_sum = total_sum = 0
-    for (name, _), (t_fired, t_total, o_fired, o_total) in zip(gates, counts):
+    for (name, gate), row in zip(gates, counts):
+        t_fired, t_total, o_fired, o_total = row[: len(COUNTERS)]
+        aux = dict(zip(AUX_COUNTERS, row[len(COUNTERS) :]))
+        report.gates[gate.kind] = report.gates.get(gate.kind, 0) + 1
         if t_total:
             report.modules[name] = 1.0 - t_fired / t_total
             report.tokens[name] = t_total
+            report.negative[name] = aux["token_negative"] / t_total
+            if gate.soft:
+                report.below_half[name] = aux["token_below_half"] / t_total
             fired_sum += t_fired
             total_sum += t_total
         if o_total:
@@ -88,6 +110,9 @@ def sparsity_report(model: nn.Module, adapter_name: str | None = None, phase: st
     if report.modules:
         report.mean = sum(report.modules.values()) / len(report.modules)
         report.pooled = 1.0 - fired_sum / total_sum
+        report.negative_mean = sum(report.negative.values()) / len(report.negative)
+    if report.below_half:
+        report.below_half_mean = sum(report.below_half.values()) / len(report.below_half)
     return report
 
 
@@ -108,7 +133,7 @@ def reset_sparsity(model: nn.Module, phase: str | None = None) -> None:
     """
     phases = _phases(phase)
     for module in model.modules():
-        if isinstance(module, LIFGate):
+        if isinstance(module, Gate):
             module.reset_counts(phase)
         for key, counters in (getattr(module, OPS_COUNTERS, None) or {}).items():
             if key[0] in phases:
@@ -139,8 +164,8 @@ def counter_state(model: nn.Module, phase: str = "train") -> dict[str, torch.Ten
     return {
         f"{name}.{phase}_{c}": getattr(module, f"{phase}_{c}").detach().cpu().clone()
         for name, module in model.named_modules()
-        if isinstance(module, LIFGate)
-        for c in COUNTERS
+        if isinstance(module, Gate)
+        for c in COUNTERS + AUX_COUNTERS
     }
 
 

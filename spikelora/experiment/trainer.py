@@ -264,6 +264,7 @@ def make_trainer(plan: Plan, built: Any, recorder: Any, kept: list[dict], callba
         callbacks=[
             *callbacks,
             CounterCheckpoint(),
+            *(plan.adapter_spec.callbacks() if plan.adapter_spec else []),  # AdaLoRA: its budget allocation
             *_optional_callbacks(plan, recorder, kept),
             *instantiate_callbacks(plan.callbacks),
         ],
