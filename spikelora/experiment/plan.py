@@ -53,6 +53,7 @@ RECORD_FIELDS = (
     "max_length",
     "run_name",
     "identity",
+    "gate",
 )
 
 
@@ -136,6 +137,7 @@ class Plan:
     batch_size: int
     max_length: int
     results_dir: Path = field(repr=False, compare=False)
+    gate: str | None = None  # the gate of a gated adapter (lif, relu, ...; "+two_sided" when so)
     # What the run is built from (compare=False: equal settings plan equal runs).
     spec: TaskSpec = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
     adapter_spec: AdapterSpec = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
@@ -195,6 +197,8 @@ class Plan:
         identity = identity_hash(self.canonical, self.content)
         parts = [] if self.model == "deberta_v3_base" else [self.model]
         parts += [self.task, self.adapter]
+        if self.gate not in (None, "lif"):
+            parts.append(self.gate)  # another gate is another method: named apart (LIF names unchanged)
         if self.r is not None:
             parts.append(f"r{self.r}")
         if self.vth is not None:
@@ -352,6 +356,7 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
         batch_size=t.per_device_train_batch_size,
         max_length=data.max_length,
         results_dir=Path(str(cfg.results_dir)).expanduser(),
+        gate=_gate_label(adapter),
         spec=spec,
         adapter_spec=adapter,
         backbone=backbone,
@@ -384,6 +389,13 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
     if check_resources:
         plan.training_arguments()  # every trainer.* key and value is checked by TrainingArguments itself
     return plan
+
+
+def _gate_label(adapter: AdapterSpec) -> str | None:
+    gate = getattr(adapter, "gate", None)
+    if gate is None:
+        return None
+    return f"{gate}+two_sided" if getattr(adapter, "two_sided", False) else str(gate)
 
 
 # An effective threshold this far above the paper's largest (τ·V_θ = 4 at V_θ = 2) silences every gate.

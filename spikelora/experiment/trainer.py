@@ -150,6 +150,8 @@ class SpikeLoraTrainer(Trainer):
                 # Plain names: HF prefixes training logs itself (W&B shows train/sparsity).
                 logs["sparsity"] = report.mean
                 logs["sparsity_pooled"] = report.pooled
+                if report.below_half:
+                    logs["sparsity_below_half"] = report.below_half_mean
         super().log(logs, start_time)
         self.recorder.heartbeat()
         if not is_eval and "loss" in logs:
@@ -187,6 +189,11 @@ class SpikeLoraTrainer(Trainer):
             m[f"{p}_sparsity_pooled"] = report.pooled
             # The authors' figure (last call of each gate, padding included): comparable with the paper's.
             m[f"{p}_sparsity_reference"] = reference_sparsity(self.model)
+            # How much of the sparsity is the sign alone (a one-sided gate silences every h < 0), and
+            # for continuous gates (sigmoid) the share of gate values below 0.5 (they have no exact zeros).
+            m[f"{p}_sparsity_negative"] = report.negative_mean
+            if report.below_half:
+                m[f"{p}_sparsity_below_half"] = report.below_half_mean
             self.module_sparsity[p] = report.modules
             self.non_token_sparsity[p] = report.non_token
         self.ops[p], self.module_ops[p] = ops_report(

@@ -167,6 +167,24 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
     }
 
 
+def gate_of(m: dict) -> str | None:
+    """The gate of a gated run (``lif`` for records made before the gate family), else None."""
+    if m.get("adapter") not in ("spike", "spike_adalora"):
+        return None
+    adapter = ((m.get("provenance") or {}).get("canonical_config") or {}).get("adapter") or {}
+    gate = m.get("gate") or adapter.get("gate") or "lif"
+    return f"{gate}+two_sided" if adapter.get("two_sided") else str(gate)
+
+
+def method_label(m: dict) -> str | None:
+    """The method as tables and claims know it: ``spike`` is SpikeLoRA with the paper's LIF gate only;
+    another gate is ``spike:<gate>`` (so no table or claim about SpikeLoRA ever pools it in)."""
+    gate = gate_of(m)
+    if m.get("adapter") == "spike" and gate not in (None, "lif"):
+        return f"spike:{gate}"
+    return m.get("adapter")
+
+
 def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
     """Every ``<experiment_name>/<run_name>/metrics.json`` below ``results_dir``.
 
@@ -182,7 +200,9 @@ def collect(results_dir: str | Path, gap: str = "ref") -> Runs:
             "run_name": m.get("run_name"),
             "task": m.get("task"),
             "model": m.get("model"),
-            "adapter": m.get("adapter"),
+            "adapter": method_label(m),
+            "adapter_type": m.get("adapter"),
+            "gate": gate_of(m),
             "r": m.get("r"),
             "vth": m.get("vth"),
             "lr": m.get("lr"),
