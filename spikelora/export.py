@@ -39,6 +39,22 @@ def base_model_id(record: dict[str, Any]) -> str | None:
     return named if named and not Path(named).expanduser().exists() and not named.startswith("/") else None
 
 
+def _description(record: dict[str, Any]) -> str:
+    gate = record.get("gate") or "lif"
+    if record.get("adapter") == "spike" and gate == "lif":
+        return (
+            "A SpikeLoRA adapter: LoRA whose low-rank activations are gated by a leaky integrate-and-fire "
+            "neuron, `ΔW x = scaling · B (h ⊙ S(h))`. It cannot be merged into the base weights."
+        )
+    if record.get("adapter") in ("spike", "spike_adalora"):
+        base = "AdaLoRA" if record.get("adapter") == "spike_adalora" else "LoRA"
+        return (
+            f"A gated {base} adapter (the `{gate}` gate of the SpikeLoRA gate family on the low-rank "
+            "activations). It cannot be merged into the base weights."
+        )
+    return f"A {record.get('adapter')} adapter trained with the spikelora framework."
+
+
 def model_card(record: dict[str, Any]) -> str:
     """The card of a run's adapter: what it is, how to load it, and what it scored."""
     base = base_model_id(record)
@@ -55,12 +71,7 @@ def model_card(record: dict[str, Any]) -> str:
         "",
         f"# {adapter} adapter: {record.get('task')} ({record.get('run_name')})",
         "",
-        (
-            "A SpikeLoRA adapter: LoRA whose low-rank activations are gated by a leaky integrate-and-fire "
-            "neuron, `ΔW x = scaling · B (h ⊙ S(h))`. It cannot be merged into the base weights."
-            if record.get("adapter") == "spike"
-            else "A LoRA adapter trained with the spikelora framework."
-        ),
+        _description(record),
         "",
         f"- base model: `{base}`" if base else "- base model: not on the hub (built from a config or a local copy)",
         f"- task: {record.get('task')}; rank r = {record.get('r')}"
