@@ -67,3 +67,17 @@ def batch():
     mask[2, 4:] = 0
     ids[mask == 0] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` (README's command) tests go to the workers one by one, except that
+    the tests sharing a module-scoped fixture (a results tree of real runs, a reference run) form
+    one group, run by one worker, which builds the fixture once."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared = info is not None and any(
+            defs and defs[-1].scope in ("module", "package", "class") for defs in info.name2fixturedefs.values()
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))

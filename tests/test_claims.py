@@ -7,6 +7,7 @@ grep ``../shared/paper/spikelora-paper.txt`` and skip when it is absent.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from inprocess import run_here
 from scipy import stats
 
 from spikelora.report import paper
@@ -166,24 +168,21 @@ def test_verdicts_follow_the_interval():
 
 
 # ------------------------------------------------------------------------------------ real runs
-def _cli_runs(root: Path, overrides: list[str]) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "spikelora.run",
-        "-m",
+def _runs(root: Path, grid: dict[str, list], overrides: list[str]) -> None:
+    """Every combination of ``grid`` (what ``python -m spikelora.run -m adapter=lora,spike ...``
+    launches), run in this process."""
+    base = [
         "+experiment=smoke",
         f"results_dir={root / 'results'}",
-        f"cache_dir={root / 'cache'}",
         f"task.data_dir={root / 'data'}",
         "trainer.max_steps=6",
         "trainer.logging_steps=2",
-        "trainer.disable_tqdm=true",
         "save_adapter=false",
         *overrides,
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    for values in itertools.product(*grid.values()):
+        job = [f"{key}={value}" for key, value in zip(grid, values, strict=True)]
+        assert run_here([*base, *job], root)["status"] == "complete", job
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +190,9 @@ def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("claims")
     # LoRA and SpikeLoRA, three seeds, two learning rates; a second (narrower) tiny model on the same
     # task and data, with adapter dropout, which must never share a row or a claim with the first.
-    _cli_runs(root, ["experiment_name=mine", "adapter=lora,spike", "seed=0,1,2", "lr=0.01,0.003"])
-    _cli_runs(root, ["experiment_name=narrow", "adapter=lora,spike", "seed=0,1", "dropout=0.1", "model.hidden_size=32"])
+    _runs(root, {"adapter": ["lora", "spike"], "seed": [0, 1, 2], "lr": [0.01, 0.003]}, ["experiment_name=mine"])
+    narrow = ["experiment_name=narrow", "dropout=0.1", "model.hidden_size=32"]
+    _runs(root, {"adapter": ["lora", "spike"], "seed": [0, 1]}, narrow)
     out = root / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "spikelora.report", "claims", str(root / "results"), "--out", str(out)],

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from inprocess import run_here
 from scipy.stats import pearsonr
 
 from spikelora.experiment.record import read_history
 from spikelora.report import build_report, select_vth
-from spikelora.run import run
 
 # Every test here reads the results tree of real tiny runs (about a minute to build): the full suite only.
 pytestmark = pytest.mark.slow
@@ -56,34 +55,14 @@ RUNS = (
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     results = root / "results"
-    base = [
-        "+experiment=smoke",
-        f"results_dir={results}",
-        f"cache_dir={root / 'cache'}",
-        "trainer.max_steps=3",
-        "trainer.logging_steps=1",
-        "trainer.disable_tqdm=true",
-        "save_adapter=false",
-    ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for experiment, overrides in RUNS:
-            data = (
-                [f"task.data_dir={root / 'subj'}"] if "task=subj" in overrides else [f"task.data_dir={root / 'data'}"]
-            )
-            run(compose(config_name="config", overrides=[*base, *data, f"experiment_name={experiment}", *overrides]))
-        # A run that dies (evaluation batch size 0): recorded as failed, excluded from the tables.
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                *base,
-                f"task.data_dir={root / 'data'}",
-                "experiment_name=rank",
-                "r=4",
-                "trainer.per_device_eval_batch_size=0",
-            ],
-        )
-        with pytest.raises(ValueError):
-            run(cfg)
+    base = ["+experiment=smoke", "trainer.max_steps=3", "trainer.logging_steps=1", "save_adapter=false"]
+    for experiment, overrides in RUNS:
+        data = [f"task.data_dir={root / 'subj'}"] if "task=subj" in overrides else [f"task.data_dir={root / 'data'}"]
+        run_here([*base, *data, f"experiment_name={experiment}", *overrides], root)
+    # A run that dies (evaluation batch size 0): recorded as failed, excluded from the tables.
+    dies = [f"task.data_dir={root / 'data'}", "experiment_name=rank", "r=4", "trainer.per_device_eval_batch_size=0"]
+    with pytest.raises(ValueError):
+        run_here([*base, *dies], root)
     out = root / "reports"
     report = build_report(results, out, expected_seeds=2)
     return results, out, report

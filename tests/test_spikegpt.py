@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from inprocess import run_here
 from peft import get_peft_model
 from spikegpt_reference import recurrent_forward, wkv_closed_form
 
@@ -195,18 +194,9 @@ def test_lora_targets_and_b_zero_equals_base():
 
 @pytest.mark.slow
 def test_subj_smoke_run_reduces_the_loss(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "spikelora.run",
-        "+experiment=spikegpt_smoke",
-        f"results_dir={tmp_path / 'results'}",
-        f"cache_dir={tmp_path / 'cache'}",
-        f"task.data_dir={tmp_path / 'subj'}",
-        "trainer.disable_tqdm=true",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        run_here(["+experiment=spikegpt_smoke", f"task.data_dir={tmp_path / 'subj'}"], tmp_path)["status"] == "complete"
+    )
     run_dir = next((tmp_path / "results" / "spikegpt_smoke").glob("spikegpt_tiny-subj-spike-*"))
     m = read_json(run_dir / "metrics.json")
     assert m["status"] == "complete"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from clirun import run_cli
+from inprocess import main_here, run_here
 
 from spikelora.experiment.record import RunDir, read_history, read_json
 from spikelora.experiment.sweeps import sweep_jobs, sweep_names, sweep_plans
@@ -39,29 +40,35 @@ def cli(args: list[str], tmp: Path, env: dict | None = None, module: str = "spik
     return run_cli(args, tmp, env, module, **kw)
 
 
+@pytest.fixture(scope="module")
+def expanded() -> dict[str, list]:
+    """Every sweep's plans, expanded once for the two tests below."""
+    return {name: sweep_plans(name) for name in sweep_names()}
+
+
 @pytest.mark.slow
-def test_every_sweep_composes_with_the_expected_number_of_jobs():
-    assert set(sweep_names()) == set(EXPECTED_JOBS)
+def test_every_sweep_composes_with_the_expected_number_of_jobs(expanded):
+    assert set(expanded) == set(EXPECTED_JOBS)
     for name, n in EXPECTED_JOBS.items():
-        plans = sweep_plans(name)
+        plans = expanded[name]
         assert len(plans) == n, name
         assert len({p.run_dir for p in plans}) == n, f"{name}: two jobs share a run directory"
-    seeds = {p.seed for p in sweep_plans("rank")}
+    seeds = {p.seed for p in expanded["rank"]}
     assert seeds == {0, 1, 2, 3, 4}
-    assert {p.lr for p in sweep_plans("rank")} == {3e-4}
-    assert {(p.task, p.adapter) for p in sweep_plans("glue")} >= {("mnli", "spike"), ("qqp", "lora")}
+    assert {p.lr for p in expanded["rank"]} == {3e-4}
+    assert {(p.task, p.adapter) for p in expanded["glue"]} >= {("mnli", "spike"), ("qqp", "lora")}
     # Command-line overrides narrow a grid.
     assert len(sweep_jobs("rank", ["r=8", "seed=0"])) == 2
 
 
 @pytest.mark.slow
-def test_fast_sweep_expansion_equals_a_full_compose_per_job():
+def test_fast_sweep_expansion_equals_a_full_compose_per_job(expanded):
     from hydra import compose, initialize_config_dir
 
     from spikelora.experiment.plan import plan_run
 
     samples = {"rank": 7, "glue": 11, "vth": 3, "spikegpt": 5, "dropout": 9}
-    fast = {name: sweep_plans(name) for name in samples}
+    fast = {name: expanded[name] for name in samples}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for name, stride in samples.items():
             jobs = sweep_jobs(name)
@@ -119,7 +126,7 @@ def test_real_multirun_and_relaunch_trains_nothing_new(launcher, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_run_does_not_stop_the_sweep_and_status_reports_it(tmp_path):
+def test_a_failing_run_does_not_stop_the_sweep_and_status_reports_it(tmp_path, capsys):
     fault = [
         "+callbacks.fault._target_=faults.FailAtStep",
         "+callbacks.fault.step=3",
@@ -136,20 +143,24 @@ def test_a_failing_run_does_not_stop_the_sweep_and_status_reports_it(tmp_path):
     assert failed.startswith("tiny-cola-spike-r8-vth0.1-lr0.01-p0-s1-")
     assert sorted(st.state for st in runs.values()) == ["complete", "complete", "complete", "failed"]
     # status takes the overrides the sweep was launched with (they are part of the run identities)
-    status = cli([str(tmp_path / "results"), "--sweep", "smoke", SHORT, "--json"], tmp_path, module="spikelora.status")
-    assert status.returncode == 0, status.stderr
+    status = main_here("spikelora.status", [str(tmp_path / "results"), "--sweep", "smoke", SHORT, "--json"])
+    assert status.returncode == 1, status.stderr  # a failed run needs attention
     report = json.loads(status.stdout)["smoke"]
     assert report["counts"]["complete"] == 3 and report["counts"]["failed"] == 1
     assert sum(report["counts"].values()) == 4
     (bad,) = [r for r in report["runs"] if r["state"] == "failed"]
     assert bad["run_name"] == failed and "injected fault" in bad["detail"]
-    table = cli([str(tmp_path / "results"), "--sweep", "smoke", SHORT], tmp_path, module="spikelora.status")
+    table = main_here("spikelora.status", [str(tmp_path / "results"), "--sweep", "smoke", SHORT])
     assert "failed   " + failed in table.stdout
-    unshort = cli([str(tmp_path / "results"), "--sweep", "smoke", "--json"], tmp_path, module="spikelora.status")
+    unshort = main_here("spikelora.status", [str(tmp_path / "results"), "--sweep", "smoke", "--json"])
     assert json.loads(unshort.stdout)["smoke"]["counts"]["missing"] == 4  # the full-length runs: none yet
-    # Re-launching (without the fault: callbacks are not part of a run's identity) retries the failed run only.
-    proc = cli(["-m", "+sweep=smoke", SHORT], tmp_path)
-    assert proc.returncode == 0 and proc.stdout.count("skipped (complete)") == 3
+    assert unshort.returncode == 0  # missing runs are not a problem, only not done
+    # Re-launching (without the fault: callbacks are not part of a run's identity) retries the failed
+    # run only: the sweep's four jobs, run here (the launcher's re-launch: test_real_multirun_...).
+    capsys.readouterr()
+    records = [run_here(job, tmp_path) for job in sweep_jobs("smoke", [SHORT])]
+    assert [r["status"] for r in records] == ["complete"] * 4
+    assert capsys.readouterr().out.count("skipped (complete)") == 3
     assert RunDir(tmp_path / "results" / "smoke_sweep" / failed).state().state == "complete"
 
 
@@ -163,8 +174,8 @@ def test_status_tells_stale_from_running_by_the_lock(tmp_path):
     (attempt / "metrics.json").write_text(json.dumps({"status": "running"}))
     (attempt / "heartbeat").write_text(f"{time.time():.0f}\n")  # fresh: only the free lock says it is dead
 
-    proc = cli([str(tmp_path / "results"), "--sweep", "smoke", "--json"], tmp_path, module="spikelora.status")
-    assert proc.returncode == 0, proc.stderr
+    proc = main_here("spikelora.status", [str(tmp_path / "results"), "--sweep", "smoke", "--json"])
+    assert proc.returncode == 1, proc.stderr  # a stale run needs attention
     first = json.loads(proc.stdout)["smoke"]["counts"]
     assert (first["stale"], first["missing"], first["running"]) == (1, 3, 0)
 
@@ -185,7 +196,7 @@ def test_status_tells_stale_from_running_by_the_lock(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_launches_of_the_same_run_never_write_at_once(tmp_path):
+def test_two_launches_of_the_same_run_never_write_at_once(tmp_path, capsys):
     cmd = [
         sys.executable,
         "-m",
@@ -196,20 +207,25 @@ def test_two_launches_of_the_same_run_never_write_at_once(tmp_path):
         "trainer.disable_tqdm=true",
         "trainer.max_steps=30",
     ]
-    # Deterministically first: while a live process holds the run's lock, a launch skips it and writes nothing.
+    # Deterministically first: while a live process holds the run's lock, a launch skips it and writes
+    # nothing. The launch runs in this process: flock treats each open file description apart, so
+    # the holder below is "another process" to it.
     from hydra import compose, initialize_config_dir
 
     from spikelora.experiment.plan import plan_run
+    from spikelora.run import run
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        plan = plan_run(compose(config_name="config", overrides=cmd[3:]), check_resources=False)
+        cfg = compose(config_name="config", overrides=cmd[3:])
+    plan = plan_run(cfg, check_resources=False)
     holder = RunDir(plan.run_dir)
     assert holder.acquire()
     try:
-        held = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        capsys.readouterr()
+        held = run(cfg)
     finally:
         holder.release()
-    assert held.returncode == 0 and "skipped (running in another process)" in held.stdout, held.stderr[-2000:]
+    assert held["status"] == "running" and "skipped (running in another process)" in capsys.readouterr().out
     assert not (plan.run_dir / "metrics.json").exists() and not (plan.run_dir / "attempt").exists()
     # Then two real launches at once: exactly one trains, whichever order they reach the lock in.
     procs = [
