@@ -6,7 +6,7 @@ For each sweep in ``conf/sweep`` it expands the grid into its runs and classifie
 ``running``      a live process holds the run's lock
 ``interrupted``  preempted (SIGTERM): checkpointed at a step, a re-run resumes it
 ``failed``       the last attempt failed (the error is shown)
-``diverged``     the last attempt trained, but its loss or metrics are not finite (not a result)
+``diverged``     the last attempt trained, but its training or evaluation loss is not finite (not a result)
 ``stale``        recorded as running but no process holds the lock (killed, node lost)
 ``corrupt``      a record that cannot be read or whose history is missing or changed
 ``legacy``       a complete record made before the run identity covered the data's content

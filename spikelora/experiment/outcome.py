@@ -70,17 +70,19 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float) -> dict[str
 
 def divergence(metrics: dict[str, Any], history: list[dict]) -> str | None:
     """Why an attempt's result is not a result (None if it is): a non-finite training loss at some
-    step, or a non-finite loss or main metric at the final evaluation. NaN is written to the history
+    step, or a non-finite loss at the final evaluation. NaN is written to the history
     as null, so a step record whose loss is null is a non-finite step."""
     steps = [r for r in history if r.get("type") == "step"]
     bad = [r["step"] for r in steps if not _finite(r.get("loss"))]
     reasons = []
     if bad:
         reasons.append(f"training loss not finite at {len(bad)} of {len(steps)} steps (first: step {bad[0]})")
+    # The final loss, not the main metric: a finite model can have an undefined metric (Pearson of
+    # constant predictions is NaN), which is a poor result, not a diverged one.
     final, main = metrics.get("final") or {}, metrics.get("main_metric", "")
-    for key in (main, main.rsplit("_", 1)[0] + "_loss"):
-        if key in final and not _finite(final[key]):
-            reasons.append(f"{key} = {final[key]} at the final evaluation")
+    loss_key = main.rsplit("_", 1)[0] + "_loss"
+    if loss_key in final and not _finite(final[loss_key]):
+        reasons.append(f"{loss_key} = {final[loss_key]} at the final evaluation")
     mean = (metrics.get("train") or {}).get("train_loss_mean")
     if mean is not None and not _finite(mean):
         reasons.append(f"train_loss_mean = {mean}")

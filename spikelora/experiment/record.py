@@ -43,7 +43,7 @@ STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"
 STATUS_INTERRUPTED = "interrupted"
-STATUS_DIVERGED = "diverged"  # trained to the end, but its loss or metrics are not finite: never a result
+STATUS_DIVERGED = "diverged"  # trained to the end, but its training or evaluation loss is not finite: never a result
 # What status/report call a run directory.
 # legacy: a complete record made before content entered the identity (python -m spikelora.status --rekey)
 STATES = ("complete", "running", "interrupted", "failed", "diverged", "stale", "corrupt", "legacy", "missing")
@@ -553,7 +553,7 @@ class Attempt:
         self._end(STATUS_FAILED, {"error": error})
 
     def diverge(self, reason: str) -> None:
-        """Record an attempt whose loss or metrics are not finite; its history stays for inspection."""
+        """Record an attempt whose loss is not finite; its history stays for inspection."""
         self._end(STATUS_DIVERGED, {"error": reason})
 
     def interrupt(self, step: int, signal_name: str) -> None:
