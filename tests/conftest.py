@@ -24,14 +24,13 @@ import environment
 _PINNED = pytest.MonkeyPatch()
 environment.pin(_PINNED)
 
-import torch  # noqa: E402 (after the pinning)
-from builders import tiny_deberta_config  # noqa: E402
-from transformers import DebertaV2ForSequenceClassification  # noqa: E402
-
 # Under pytest-xdist (README's `-n 2`) each worker, and every run it starts, computes on one
-# thread: two workers with two threads each on two cores would oversubscribe them.
+# thread: two workers with two threads each on two cores would oversubscribe them. (torch is
+# imported here only in workers: the controller that starts them does not need it.)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
     torch.set_num_threads(1)
 
 
@@ -50,6 +49,10 @@ def pinned_environment(monkeypatch):
 def tiny_deberta():
     """A fresh randomly initialised 2-layer DeBERTa-v2 classifier in eval mode (seeded)."""
 
+    import torch
+    from builders import tiny_deberta_config
+    from transformers import DebertaV2ForSequenceClassification
+
     def build(seed: int = 0, **overrides) -> DebertaV2ForSequenceClassification:
         torch.manual_seed(seed)
         return DebertaV2ForSequenceClassification(tiny_deberta_config(**overrides)).eval()
@@ -60,6 +63,8 @@ def tiny_deberta():
 @pytest.fixture
 def batch():
     """Token ids and a padding mask for 3 sequences of lengths 10, 7 and 4 (right padding)."""
+    import torch
+
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, 128, (3, 10), generator=g)
     mask = torch.ones(3, 10, dtype=torch.long)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from inprocess import run_here
+from inprocess import main_here, run_here
 from scipy import stats
 
 from spikelora.report import paper
@@ -194,13 +194,7 @@ def tree(tmp_path_factory):
     narrow = ["experiment_name=narrow", "dropout=0.1", "model.hidden_size=32"]
     _runs(root, {"adapter": ["lora", "spike"], "seed": [0, 1]}, narrow)
     out = root / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "spikelora.report", "claims", str(root / "results"), "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = main_here("spikelora.report", ["claims", str(root / "results"), "--out", str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "results", out
 
@@ -344,28 +338,9 @@ def test_compare_table_groups_by_model_task_and_data(tree, tmp_path):
     assert len(summary.splitlines()) == 2 + 4 + 2  # header, rule, 2 adapters × 2 lr (wide), 2 adapters (narrow)
     # Sorted: numbers numerically, each row one model.
     assert list(table["model_id"]) == sorted(table["model_id"])
-    # The CLI: nested keys, several metrics, figures.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spikelora.report",
-            "compare",
-            str(results),
-            "--by",
-            "adapter,lr",
-            "--metric",
-            "eval_mcc",
-            "--metric",
-            "train.global_step",
-            "--out",
-            str(tmp_path / "c"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # The command line (its main, in this process): nested keys, several metrics, figures.
+    args = ["compare", str(results), "--by", "adapter,lr", "--metric", "eval_mcc", "--metric", "train.global_step"]
+    proc = main_here("spikelora.report", [*args, "--out", str(tmp_path / "c")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     csv = pd.read_csv(tmp_path / "c" / "compare.csv")
     assert set(csv["train.global_step mean"]) == {6.0}
@@ -380,13 +355,7 @@ def test_compare_table_groups_by_model_task_and_data(tree, tmp_path):
     train, evals = sparsity_history(spike["run_dir"])
     expected = {r["step"]: 100 * r["sparsity"] for r in logs if r["type"] == "train_log"}
     assert train == pytest.approx(expected) and len(train) == 3 and evals
-    bad = subprocess.run(
-        [sys.executable, "-m", "spikelora.report", "compare", str(results), "--by", "nope", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = main_here("spikelora.report", ["compare", str(results), "--by", "nope", "--out", str(tmp_path)])
     assert bad.returncode == 2 and "nope" in bad.stderr
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+import environment
 import pytest
 from approx import approx_tree
 from hydra import compose, initialize_config_dir
@@ -19,7 +19,8 @@ from spikelora.experiment.record import RunDir
 from spikelora.report.claims import write_claims
 
 ROOT = Path(__file__).resolve().parents[1]
-GLUE = Path(os.environ.get("SPIKELORA_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
+# Where the real files are: the caller's SPIKELORA_GLUE_DIR (the tests themselves run without it).
+GLUE = Path(environment.CALLER.get("SPIKELORA_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
 COMMITTED = ROOT / "results" / "cpu_glue"
 needs_glue = pytest.mark.skipif(
     not (GLUE / "rte" / "train.tsv").is_file(), reason=f"no GLUE files at {GLUE} (set SPIKELORA_GLUE_DIR)"

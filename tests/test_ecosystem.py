@@ -215,7 +215,7 @@ def test_wandb_offline_run_has_stable_id_tags_group_config_and_a_resumed_run_reu
     env = {"WANDB_SILENT": "true"}
     killed = run_cli([*args, "+callbacks.fault._target_=faults.KillAtStep", "+callbacks.fault.step=18"], tmp_path, env)
     assert killed.returncode == 137
-    proc = run_cli(args, tmp_path, env)
+    proc = run_cli(args, tmp_path, env)  # a process that ends: its W&B files are complete when read
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = the_run(tmp_path)
     runs = wandb_runs(run_dir)

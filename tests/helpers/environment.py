@@ -43,9 +43,15 @@ def pinned(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in (os.environ if environ is None else environ).items() if not is_pinned(k)}
 
 
+# What the caller had set, for the tests that take an input from it on purpose (SPIKELORA_GLUE_DIR:
+# where the real GLUE files are); nothing else reads it.
+CALLER: dict[str, str] = {}
+
+
 def pin(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Remove the pinned variables from ``os.environ`` (undone with ``monkeypatch``); their names."""
     names = sorted(name for name in os.environ if is_pinned(name))
     for name in names:
+        CALLER.setdefault(name, os.environ[name])
         monkeypatch.delenv(name)
     return names
