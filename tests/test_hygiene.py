@@ -1,12 +1,15 @@
-"""The test suite's own hygiene: no test module imports another, and no script puts ``tests/`` on
-``sys.path``. Shared builders live in ``tests/helpers`` (fixtures in ``conftest.py``)."""
+"""The test suite's own hygiene: no test module imports another, no script puts ``tests/`` on
+``sys.path`` (shared builders live in ``tests/helpers``, fixtures in ``conftest.py``), and the
+caller's environment reaches no test."""
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
+import environment
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +122,11 @@ def test_the_checks_above_can_fail():
     ]
     assert {"test_adapter", "conftest", "test_hygiene"} <= set(collected_test_modules())
     assert "builders" not in collected_test_modules() and "clirun" not in collected_test_modules()
+
+
+def test_the_callers_switches_reach_no_test_and_no_process_a_test_starts(monkeypatch):
+    assert [name for name in os.environ if environment.is_pinned(name)] == []  # pinned in conftest
+    caller = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "SPIKELORA_GLUE_DIR": "/x", "RANK": "1", "PATH": "/bin"}
+    assert environment.pinned(caller) == {"PATH": "/bin"}  # what clirun.run_cli starts a child with
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a test that tests offline behaviour sets it itself
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
