@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from environment import CALLER
 from hydra import compose, initialize_config_dir
 
 from spikelora.experiment.build import build, read_data
@@ -19,7 +20,7 @@ from spikelora.experiment.record import RunDir, sha256_file
 from spikelora.experiment.synthetic import write_synthetic
 from spikelora.run import run
 
-GLUE = Path(os.environ.get("SPIKELORA_GLUE_DIR", CONF_DIR.parent.parent / "shared" / "data" / "glue"))
+GLUE = Path(CALLER.get("SPIKELORA_GLUE_DIR") or CONF_DIR.parent.parent / "shared" / "data" / "glue")
 QUICK = ["trainer.max_steps=2", "max_eval_samples=16", "trainer.disable_tqdm=true", "save_adapter=false"]
 
 

@@ -190,7 +190,7 @@ def wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> t
     """The WKV recurrence by the stable scan: ``w`` = −exp(time_decay), ``u`` [C]; ``k``, ``v`` [B, T, C].
 
     Runs in float32 (float64 stays float64) as one autograd node, :class:`_WKV`
-    (tested against the step-by-step autograd scan in ``tests/spikegpt_reference.py``).
+    (tested against the step-by-step autograd scan in ``tests/helpers/spikegpt_reference.py``).
     """
     dtype = torch.promote_types(k.dtype, torch.float32)
     return _WKV.apply(*(t.to(dtype).contiguous() for t in (w, u, k, v)))
