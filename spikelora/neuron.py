@@ -284,17 +284,20 @@ class _ThresholdGate(Gate):
         """The effective threshold on ``h``: ``τ·V_θ`` with decay_input, else ``V_θ``."""
         return self._tau() * self.v_threshold if self.decay_input else self.v_threshold
 
+    def _flags(self) -> list[str]:
+        """The non-default switches, for ``extra_repr``."""
+        flags = ["two_sided=True"] if self.two_sided else []
+        if isinstance(self.v_threshold, nn.Parameter):
+            flags.append("learnable_threshold=True")
+        if isinstance(self.tau, nn.Parameter):
+            flags.append("learnable_tau=True")
+        return flags
+
     def extra_repr(self) -> str:
         vth = float(self.v_threshold.detach()) if torch.is_tensor(self.v_threshold) else self.v_threshold
         tau = float(self.tau.detach()) if torch.is_tensor(self.tau) else self.tau
         parts = [f"v_threshold={vth:g}", f"tau={tau:g}", f"decay_input={self.decay_input}"]
-        if self.two_sided:
-            parts.append("two_sided=True")
-        if isinstance(self.v_threshold, nn.Parameter):
-            parts.append("learnable_threshold=True")
-        if isinstance(self.tau, nn.Parameter):
-            parts.append("learnable_tau=True")
-        return ", ".join(parts)
+        return ", ".join(parts + self._flags())
 
 
 class LIFGate(_ThresholdGate):
@@ -387,13 +390,7 @@ class LIFGate(_ThresholdGate):
         parts.append(f"decay_input={self.decay_input}, mode={self.mode!r}")
         if self.mode == "temporal":
             parts.append(f"reset={self.reset!r}")
-        if self.two_sided:
-            parts.append("two_sided=True")
-        if isinstance(self.v_threshold, nn.Parameter):
-            parts.append("learnable_threshold=True")
-        if isinstance(self.tau, nn.Parameter):
-            parts.append("learnable_tau=True")
-        return ", ".join(parts)
+        return ", ".join(parts + self._flags())
 
 
 class ThresholdGate(_ThresholdGate):

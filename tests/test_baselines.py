@@ -8,11 +8,11 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from builders import forbid_host_sync
 from hydra import compose, initialize_config_dir
 from peft import AdaLoraConfig, LoraConfig, PeftModel, get_peft_model
 from peft.tuners.adalora import SVDLinear
@@ -351,26 +351,6 @@ def test_spike_adalora_refuses_merging():
     _, model = _spike_adalora()
     with pytest.raises(ValueError, match="cannot be merged"):
         model.merge_and_unload()
-
-
-@contextmanager
-def forbid_host_sync():
-    names = ["item", "tolist", "__bool__", "__int__", "__float__", "numpy", "cpu"]
-    saved = {n: getattr(torch.Tensor, n) for n in names}
-
-    def refuse(n):
-        def f(self, *a, **k):
-            raise AssertionError(f"host sync: Tensor.{n}")
-
-        return f
-
-    for n in names:
-        setattr(torch.Tensor, n, refuse(n))
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(torch.Tensor, n, f)
 
 
 def test_spike_adalora_makes_no_host_sync_and_its_ops_are_counted():

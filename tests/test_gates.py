@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
 
 import pytest
 import torch
+from builders import forbid_host_sync
 from peft import PeftModel, get_peft_model
 from transformers import DebertaV2ForSequenceClassification
 
@@ -49,26 +49,6 @@ def _run(gate, h, upstream):
     out = gate(x)
     (out * upstream).sum().backward()
     return out.detach(), x.grad
-
-
-@contextmanager
-def forbid_host_sync():
-    names = ["item", "tolist", "__bool__", "__int__", "__float__", "numpy", "cpu"]
-    saved = {n: getattr(torch.Tensor, n) for n in names}
-
-    def refuse(n):
-        def f(self, *a, **k):
-            raise AssertionError(f"host sync: Tensor.{n}")
-
-        return f
-
-    for n in names:
-        setattr(torch.Tensor, n, refuse(n))
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(torch.Tensor, n, f)
 
 
 # ------------------------------------------------------------------------------ the default

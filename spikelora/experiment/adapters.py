@@ -365,7 +365,13 @@ class AdaLoraAdapter(AdapterSpec):
         total_step: int | None = None,
     ) -> PeftConfig:
         """PEFT's ``AdaLoraConfig``; without ``total_step`` its schedule is provisional (see :class:`AdaLoraBudget`)."""
-        return AdaLoraConfig(**self._config_kwargs(target_modules, modules_to_save, task_type, total_step))
+        kwargs = self._config_kwargs(target_modules, modules_to_save, task_type, total_step)
+        return self.config_class(**kwargs, **self.gate_kwargs())
+
+    config_class: ClassVar[type] = AdaLoraConfig
+
+    def gate_kwargs(self) -> dict[str, Any]:
+        return {}  # plain AdaLoRA has no gate
 
     def callbacks(self) -> list[TrainerCallback]:
         return [AdaLoraBudget(self)]
@@ -378,15 +384,7 @@ class SpikeAdaLoraAdapter(GateFields, AdaLoraAdapter):
 
     type: str = "spike_adalora"
 
-    def peft_config(
-        self,
-        target_modules: Any,
-        modules_to_save: list[str] | None,
-        task_type: str | None = "SEQ_CLS",
-        total_step: int | None = None,
-    ) -> PeftConfig:
-        kwargs = self._config_kwargs(target_modules, modules_to_save, task_type, total_step)
-        return SpikeAdaLoraConfig(**kwargs, **self.gate_kwargs())
+    config_class: ClassVar[type] = SpikeAdaLoraConfig
 
 
 class AdaLoraBudget(TrainerCallback):
