@@ -109,7 +109,7 @@ def _attempt(plan, run_dir) -> dict[str, Any]:
             if plan.save_adapter and plan.adapter != "full" and attempt.writer:
                 built.model.save_pretrained(str(attempt.adapter_dir))
             metrics = assemble(attempt, plan, built, trainer, train_output, t0)
-            if (reason := divergence(metrics, attempt.history())) is not None:
+            if (reason := divergence(metrics)) is not None:
                 attempt.diverge(reason)
                 finish_wandb(wandb_run, ok=False)
                 print(f"diverged: {plan.run_dir}: {reason} (not a result: left out of tables and claims)")

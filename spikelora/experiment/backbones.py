@@ -13,6 +13,7 @@ names in ``local_sources`` (their content enters the run identity).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -142,6 +143,15 @@ def spikegpt_tokenizer(source: str) -> PreTrainedTokenizerFast:
     return tok
 
 
+@functools.lru_cache(maxsize=32)
+def _auto_config(source: str) -> Any:
+    """A model's config, read once per source and process (planning asks for its positions and width)."""
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError):
+        return None  # not reachable now: loading the model will say so
+
+
 def is_local_path(value: str) -> bool:
     """Whether a model/tokenizer source names a local path rather than a hub id."""
     return value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists()
@@ -235,10 +245,7 @@ class HFBackbone(Backbone):
             )
 
     def _config(self) -> Any:
-        try:
-            return AutoConfig.from_pretrained(str(self.name_or_path))
-        except (OSError, ValueError):
-            return None  # not reachable now: loading the model will say so
+        return _auto_config(str(self.name_or_path))
 
     def max_positions(self) -> int | None:
         limit = getattr(self._config(), "max_position_embeddings", None)

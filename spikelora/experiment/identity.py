@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from .backbones import is_local_path
 from .data import task_files
 from .provenance import files_sha256
-from .record import RecordError, RunDir, write_json
+from .record import RecordError, RunDir, read_json, write_json
 from .synthetic import SYNTHETIC_VERSION
 from .tasks import TaskSpec
 
@@ -209,12 +209,15 @@ def find_legacy(
     if parent not in seen:
         found = []
         for path in sorted(parent.glob("*-????????")) if parent.is_dir() else []:
-            record = RunDir(path).complete_record()
-            if record is not None and is_legacy(record):
+            try:  # metrics.json alone: the histories are checked only for a match, below
+                record = read_json(path / "metrics.json")
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("status") == "complete" and is_legacy(record):
                 found.append((path, record_identity(record)))
         seen[parent] = found
     prefix = run_dir.name.rsplit("-", 1)[0]
     for path, legacy_identity in seen[parent]:
-        if path.name.rsplit("-", 1)[0] == prefix and legacy_identity == identity:
+        if path.name.rsplit("-", 1)[0] == prefix and legacy_identity == identity and RunDir(path).is_complete():
             return path
     return None

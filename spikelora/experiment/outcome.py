@@ -35,7 +35,10 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float) -> dict[str
     best = max(candidates, key=lambda r: r[main_key]) if candidates else {}
     best = {k: v for k, v in best.items() if k not in strip}
     prefix = built.spec.eval_prefix
-    losses = [r["loss"] for r in attempt.history() if r.get("type") == "step" and r.get("loss") is not None]
+    steps = [r for r in attempt.history() if r.get("type") == "step"]
+    losses = [r["loss"] for r in steps if r.get("loss") is not None]
+    # NaN/inf are written to the history as null: those steps are the non-finite ones.
+    nonfinite = [r["step"] for r in steps if r.get("loss") is None]
     timing = dict(attempt.info.get("timing", {}))
     timing.update(
         ended_utc=utc_now(),
@@ -60,6 +63,8 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float) -> dict[str
             "train_loss_mean": sum(losses) / len(losses) if losses else None,
             "global_step": last_step,
             "steps_recorded": len(losses),
+            "steps_nonfinite": len(nonfinite),
+            "first_nonfinite_step": nonfinite[0] if nonfinite else None,
         },
         "eval_sparsity_reference": final.get(f"{prefix}_sparsity_reference"),
         "ops": trainer.ops.get(prefix),  # per real token, the final evaluation (see spikelora.ops)
@@ -68,22 +73,24 @@ def assemble(attempt, plan, built, trainer, train_output, t0: float) -> dict[str
     }
 
 
-def divergence(metrics: dict[str, Any], history: list[dict]) -> str | None:
+def divergence(metrics: dict[str, Any]) -> str | None:
     """Why an attempt's result is not a result (None if it is): a non-finite training loss at some
-    step, or a non-finite loss at the final evaluation. NaN is written to the history
-    as null, so a step record whose loss is null is a non-finite step."""
-    steps = [r for r in history if r.get("type") == "step"]
-    bad = [r["step"] for r in steps if not _finite(r.get("loss"))]
+    step (counted by :func:`assemble` from the history), or a non-finite loss at the final evaluation."""
+    train = metrics.get("train") or {}
     reasons = []
-    if bad:
-        reasons.append(f"training loss not finite at {len(bad)} of {len(steps)} steps (first: step {bad[0]})")
+    if train.get("steps_nonfinite"):
+        total = train["steps_nonfinite"] + train.get("steps_recorded", 0)
+        reasons.append(
+            f"training loss not finite at {train['steps_nonfinite']} of {total} steps "
+            f"(first: step {train['first_nonfinite_step']})"
+        )
     # The final loss, not the main metric: a finite model can have an undefined metric (Pearson of
     # constant predictions is NaN), which is a poor result, not a diverged one.
     final, main = metrics.get("final") or {}, metrics.get("main_metric", "")
     loss_key = main.rsplit("_", 1)[0] + "_loss"
     if loss_key in final and not _finite(final[loss_key]):
         reasons.append(f"{loss_key} = {final[loss_key]} at the final evaluation")
-    mean = (metrics.get("train") or {}).get("train_loss_mean")
+    mean = train.get("train_loss_mean")
     if mean is not None and not _finite(mean):
         reasons.append(f"train_loss_mean = {mean}")
     return "; ".join(reasons) or None
