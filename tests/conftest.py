@@ -47,15 +47,8 @@ def pinned_environment(monkeypatch):
 
 @pytest.fixture
 def tiny_deberta():
-    """A fresh randomly initialised 2-layer DeBERTa-v2 classifier in eval mode (seeded)."""
-
-    import torch
-    from builders import tiny_deberta_config
-    from transformers import DebertaV2ForSequenceClassification
-
-    def build(seed: int = 0, **overrides) -> DebertaV2ForSequenceClassification:
-        torch.manual_seed(seed)
-        return DebertaV2ForSequenceClassification(tiny_deberta_config(**overrides)).eval()
+    """Builds a fresh randomly initialised 2-layer DeBERTa-v2 classifier in eval mode (seeded)."""
+    from builders import tiny_deberta as build
 
     return build
 

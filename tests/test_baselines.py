@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import forbid_host_sync
+from builders import forbid_host_sync, tiny_deberta
 from hydra import compose, initialize_config_dir
 from peft import AdaLoraConfig, LoraConfig, PeftModel, get_peft_model
 from peft.tuners.adalora import SVDLinear
-from transformers import DebertaV2ForSequenceClassification, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 import spikelora
 from spikelora import ATanSpike, SpikeAdaLoraConfig, sparsity_report, token_mask
@@ -30,26 +30,12 @@ from spikelora.experiment.adapters import (
     SpikeLoraAdapter,
     effective_rank,
 )
-from spikelora.experiment.backbones import deberta_v3_config
 from spikelora.experiment.confdir import CONF_DIR
 from spikelora.experiment.plan import ConfigError, plan_run
 from spikelora.neuron import LIFGate, RandomGate
 
 TARGETS = ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense", "output.dense"]
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _tiny_model(seed: int = 0) -> DebertaV2ForSequenceClassification:
-    torch.manual_seed(seed)
-    cfg = deberta_v3_config(
-        vocab_size=128,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        position_buckets=8,
-    )
-    return DebertaV2ForSequenceClassification(cfg).eval()
 
 
 def _batch(n: int = 3, seed: int = 1):
@@ -78,7 +64,7 @@ def test_dora_is_peft_dora_and_matches_its_formula(tmp_path):
     spec = DoraAdapter(r=4, dropout=0.0)
     config = spec.peft_config(TARGETS, None)
     assert isinstance(config, LoraConfig) and config.use_dora and config.r == 4 and config.use_rslora
-    model = spec.apply(_tiny_model(), TARGETS, None)
+    model = spec.apply(tiny_deberta(), TARGETS, None)
     _randomise(model, ("lora_A", "lora_B"))
     layer = next(m for n, m in model.named_modules() if n.endswith("layer.0.intermediate.dense"))
     assert "default" in layer.lora_magnitude_vector
@@ -105,7 +91,7 @@ def test_dora_is_peft_dora_and_matches_its_formula(tmp_path):
         logits = model(**batch).logits
     model.save_pretrained(str(tmp_path))
     assert json.loads((tmp_path / "adapter_config.json").read_text())["use_dora"] is True
-    loaded = PeftModel.from_pretrained(_tiny_model(), str(tmp_path)).eval()
+    loaded = PeftModel.from_pretrained(tiny_deberta(), str(tmp_path)).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, logits, rtol=0, atol=1e-6)
 
@@ -152,8 +138,8 @@ def test_a_schedule_without_a_budgeting_phase_is_refused():
 
 
 def test_plain_adalora_has_no_gate_and_is_pefts_own_model():
-    model = AdaLoraAdapter(r=2).apply(_tiny_model(), TARGETS, None)
-    reference = get_peft_model(_tiny_model(), AdaLoraAdapter(r=2).peft_config(TARGETS, None, "SEQ_CLS"))
+    model = AdaLoraAdapter(r=2).apply(tiny_deberta(), TARGETS, None)
+    reference = get_peft_model(tiny_deberta(), AdaLoraAdapter(r=2).peft_config(TARGETS, None, "SEQ_CLS"))
     assert not any(isinstance(m, spikelora.Gate) for m in model.modules())
     assert not any(hasattr(m, "lora_spike") for m in model.modules())
     assert all(type(m) is SVDLinear for m in model.modules() if isinstance(m, SVDLinear))
@@ -166,7 +152,7 @@ def test_plain_adalora_has_no_gate_and_is_pefts_own_model():
 
 
 def test_adalora_layer_matches_its_formula():
-    model = AdaLoraAdapter(r=2).apply(_tiny_model(), TARGETS, None)
+    model = AdaLoraAdapter(r=2).apply(tiny_deberta(), TARGETS, None)
     _randomise(model)
     layer = _first(model, SVDLinear)
     x = torch.randn(2, 5, layer.in_features)
@@ -192,7 +178,7 @@ class _Rows(torch.utils.data.Dataset):
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_budget_callback_allocates_after_every_optimiser_step_in_a_real_trainer(tmp_path, accumulation):
     spec = AdaLoraAdapter(r=2, init_r=4, tinit=0.2, tfinal=0.3, delta_t=2)
-    model = spec.apply(_tiny_model().train(), TARGETS, None)
+    model = spec.apply(tiny_deberta().train(), TARGETS, None)
     tuner = model.base_model
     calls = []
     allocate = tuner.update_and_allocate
@@ -234,7 +220,7 @@ def test_budget_callback_allocates_after_every_optimiser_step_in_a_real_trainer(
 
 
 def test_budget_callback_refuses_a_model_that_is_not_adalora():
-    model = get_peft_model(_tiny_model(), LoraConfig(r=2, target_modules=TARGETS))
+    model = get_peft_model(tiny_deberta(), LoraConfig(r=2, target_modules=TARGETS))
     with pytest.raises(TypeError, match="needs a PEFT AdaLoRA model"):
         AdaLoraBudget.tuner(model)
 
@@ -242,7 +228,7 @@ def test_budget_callback_refuses_a_model_that_is_not_adalora():
 # ------------------------------------------------------------------------------ SpikeAdaLoRA
 def _spike_adalora(seed: int = 0, **gate):
     spec = SpikeAdaLoraAdapter(r=2, init_r=4, **gate)
-    model = spec.apply(_tiny_model(seed), TARGETS, None)
+    model = spec.apply(tiny_deberta(seed), TARGETS, None)
     _randomise(model)
     return spec, model
 
@@ -341,7 +327,7 @@ def test_spike_adalora_round_trip_after_a_budget_allocation(tmp_path):
     model.save_pretrained(str(tmp_path))
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     assert saved["peft_type"] == "SPIKEADALORA" and saved["gate"] == "sigmoid" and saved["total_step"] == 4
-    loaded = PeftModel.from_pretrained(_tiny_model(), str(tmp_path)).eval()
+    loaded = PeftModel.from_pretrained(tiny_deberta(), str(tmp_path)).eval()
     assert sorted(m.v_threshold.item() for m in loaded.modules() if isinstance(m, spikelora.Gate)) == thresholds
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, logits, rtol=0, atol=1e-6)
@@ -386,7 +372,7 @@ def test_effective_rank_is_r_times_the_share_that_fires(r, sparsity, rank):
 
 
 def test_lora_effective_trains_the_effective_rank_and_refuses_ambiguity():
-    model = LoraEffectiveAdapter(r=8, effective_r=3).apply(_tiny_model(), TARGETS, None)
+    model = LoraEffectiveAdapter(r=8, effective_r=3).apply(tiny_deberta(), TARGETS, None)
     assert {m.lora_A["default"].out_features for m in model.modules() if hasattr(m, "lora_A") and m.lora_A} == {3}
     with pytest.raises(ValueError, match="exactly one of"):
         LoraEffectiveAdapter(r=8)
@@ -401,7 +387,7 @@ def test_lora_effective_trains_the_effective_rank_and_refuses_ambiguity():
 def test_rank_dropout_control_drops_at_the_spikelora_runs_rate():
     spec = SpikeLoraAdapter(r=4, gate="random", target_sparsity=0.77)
     assert spec.vth is None  # no threshold: no V_θ in the run name
-    model = spec.apply(_tiny_model().train(), TARGETS, None)
+    model = spec.apply(tiny_deberta().train(), TARGETS, None)
     gates = [m for m in model.modules() if isinstance(m, spikelora.Gate)]
     assert len(gates) == 12 and all(isinstance(g, RandomGate) and g.rate == 0.77 for g in gates)
     torch.manual_seed(0)

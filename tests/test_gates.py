@@ -8,9 +8,8 @@ import math
 
 import pytest
 import torch
-from builders import forbid_host_sync
+from builders import forbid_host_sync, tiny_deberta
 from peft import PeftModel, get_peft_model
-from transformers import DebertaV2ForSequenceClassification
 
 import spikelora
 from spikelora import (
@@ -26,7 +25,6 @@ from spikelora import (
     token_mask,
     track_ops,
 )
-from spikelora.experiment.backbones import deberta_v3_config
 from spikelora.neuron import DEFAULT_TARGET_SPARSITY, RandomGate, ReluGate, SigmoidGate, ThresholdGate, TopKGate
 
 TARGETS = ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense", "output.dense"]
@@ -283,19 +281,6 @@ def test_sign_alone_share_of_the_one_sided_sparsity():
 
 
 # ------------------------------------------------------------------------------ through PEFT
-def _tiny_model(seed: int = 0) -> DebertaV2ForSequenceClassification:
-    torch.manual_seed(seed)
-    cfg = deberta_v3_config(
-        vocab_size=128,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        position_buckets=8,
-    )
-    return DebertaV2ForSequenceClassification(cfg).eval()
-
-
 def _batch():
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, 128, (3, 10), generator=g)
@@ -315,7 +300,7 @@ def _randomise_lora(model, seed: int = 0) -> None:
 
 def _spike_model(**gate):
     config = SpikeLoraConfig(r=4, lora_alpha=2.0, use_rslora=True, target_modules=TARGETS, task_type="SEQ_CLS", **gate)
-    model = get_peft_model(_tiny_model(), config)
+    model = get_peft_model(tiny_deberta(), config)
     _randomise_lora(model)
     return model
 
@@ -336,7 +321,7 @@ def test_peft_save_and_load_round_trip(name, tmp_path):
     model.save_pretrained(str(tmp_path))
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     assert saved["peft_type"] == "SPIKELORA" and saved["gate"] == name
-    loaded = PeftModel.from_pretrained(_tiny_model(), str(tmp_path)).eval()
+    loaded = PeftModel.from_pretrained(tiny_deberta(), str(tmp_path)).eval()
     gates = [m for m in loaded.modules() if isinstance(m, spikelora.Gate)]
     assert len(gates) == 12 and {g.kind for g in gates} == {name}
     if name in ("relu", "sigmoid"):
@@ -353,7 +338,7 @@ def test_adapter_configs_saved_before_the_gate_family_load_as_the_lif(tmp_path):
     for key in ("gate", "two_sided", "temperature", "topk", "target_sparsity"):
         old.pop(key)
     path.write_text(json.dumps(old))
-    loaded = PeftModel.from_pretrained(_tiny_model(), str(tmp_path))
+    loaded = PeftModel.from_pretrained(tiny_deberta(), str(tmp_path))
     assert {type(m) for m in loaded.modules() if isinstance(m, spikelora.Gate)} == {LIFGate}
 
 

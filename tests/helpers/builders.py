@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers import DebertaV2Config
+from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
 from spikelora import SpikeLoraConfig, SpikeLoraLinear
 from spikelora.experiment.backbones import deberta_v3_config
@@ -38,6 +38,12 @@ def tiny_deberta_config(**overrides) -> DebertaV2Config:
         position_buckets=8,
         **overrides,
     )
+
+
+def tiny_deberta(seed: int = 0, **overrides) -> DebertaV2ForSequenceClassification:
+    """A fresh randomly initialised (seeded) 2-layer DeBERTa-v2 classifier of :func:`tiny_deberta_config`, in eval mode."""
+    torch.manual_seed(seed)
+    return DebertaV2ForSequenceClassification(tiny_deberta_config(**overrides)).eval()
 
 
 def spike_config(**overrides) -> SpikeLoraConfig:
