@@ -112,10 +112,15 @@ def canonical_config(cfg: DictConfig) -> dict[str, Any]:
     return strip_config(OmegaConf.to_container(cfg, resolve=True))
 
 
+def synthetic_content(task: str) -> dict[str, Any]:
+    """What identifies generated data: the task and the generator's version (the run rewrites its files)."""
+    return {"synthetic": task, "generator": SYNTHETIC_VERSION}
+
+
 def data_content(spec: TaskSpec, data_dir: Path | None, synthetic: bool) -> dict[str, Any]:
     """What identifies the data: the files' sha256, the generator of synthetic data, or the hub."""
     if synthetic:
-        return {"synthetic": spec.name, "generator": SYNTHETIC_VERSION}
+        return synthetic_content(spec.name)
     if data_dir is None:
         return {"hub": list(spec.hub)}
     paths = [data_dir / name for name in task_files(spec)]
@@ -137,7 +142,7 @@ def _scheme1_parts(record: dict[str, Any]) -> tuple[dict, dict] | None:
         return None
     task = canonical.get("task") or {}
     if task.get("synthetic"):
-        data_part: dict[str, Any] = {"synthetic": task.get("name"), "generator": SYNTHETIC_VERSION}
+        data_part: dict[str, Any] = synthetic_content(str(task.get("name")))
     elif "files_sha256" in data:
         data_part = {"files_sha256": data["files_sha256"]}
     else:
