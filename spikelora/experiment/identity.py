@@ -51,6 +51,11 @@ NOT_IDENTITY: tuple[str, ...] = (
     "energy",
     "ops_convention",
     "glue_dir",  # feeds task.data_dir, whose content is in the identity
+    # Per-task tables of +experiment=ablation: each feeds a setting that is in the identity (lr,
+    # epochs, adapter.target_sparsity / effective_of), so a change for one task re-keys that task only.
+    "ablation_lr",
+    "ablation_epochs",
+    "matched_sparsity",
     "model.hub_id",
     "model._target_",  # the class is named by model.kind, adapter.type (a moved class is not new data)
     "adapter._target_",

@@ -33,7 +33,7 @@ from .adapters import AdapterSpec
 from .backbones import Backbone, hub_offline
 from .data import check_data_dir
 from .identity import IDENTITY_SCHEME, canonical_config, data_content, identity_hash
-from .record import RunDir, check_path_part
+from .record import RunDir, check_path_part, gate_variant
 from .tasks import TASKS, TaskSpec
 
 # The fields of a Plan that enter the run record (metrics.json) as they are.
@@ -199,6 +199,8 @@ class Plan:
         parts += [self.task, self.adapter]
         if self.gate not in (None, "lif"):
             parts.append(self.gate)  # another gate is another method: named apart (LIF names unchanged)
+        if self.gate is not None:
+            parts += gate_variant(self.canonical.get("adapter") or {})
         if self.r is not None:
             parts.append(f"r{self.r}")
         if self.vth is not None:

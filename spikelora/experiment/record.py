@@ -67,6 +67,41 @@ RESERVE_BYTES = 256 * 1024
 RECORD_FILES = (CONFIG, HISTORY, MODULE_SPARSITY, MODULE_OPS, ADAPTER, ADAPTER_BEST)
 
 
+# The paper's gate settings (conf/adapter/spike.yaml): another value makes a variant of the method,
+# named in run names and report labels so that no table or claim pools it with the paper's SpikeLoRA.
+PAPER_GATE_SETTINGS: dict[str, Any] = {
+    "spike_mode": "step",
+    "tau": 2.0,
+    "surrogate_alpha": 2.0,
+    "decay_input": True,
+    "learnable_threshold": False,
+    "learnable_tau": False,
+}
+
+
+def gate_variant(adapter: dict[str, Any]) -> list[str]:
+    """The ways a gated adapter's settings leave the paper's: ``["temporal", "soft_reset"]``,
+    ``["learnable_vth"]``, ``["tau4"]`` ... (empty for the paper's gate; keys absent = defaults)."""
+    out: list[str] = []
+    if adapter.get("spike_mode", "step") != "step":
+        out.append(str(adapter["spike_mode"]))
+        if adapter.get("spike_reset", "hard") != "hard":
+            out.append(f"{adapter['spike_reset']}_reset")
+    if adapter.get("learnable_threshold"):
+        out.append("learnable_vth")
+    if adapter.get("learnable_tau"):
+        out.append("learnable_tau")
+    for key, short in (("tau", "tau"), ("surrogate_alpha", "alpha")):
+        value = adapter.get(key)
+        if value is not None and float(value) != PAPER_GATE_SETTINGS[key]:
+            out.append(f"{short}{float(value):g}")
+    if adapter.get("decay_input") is False:
+        out.append("no_decay_input")
+    if adapter.get("temperature") is not None:
+        out.append(f"t{float(adapter['temperature']):g}")
+    return out
+
+
 class RecordError(ValueError):
     """A record or results directory that cannot be read as one; the message names the path."""
 

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "compare": "compare any runs: mean ± std over seeds per group (--by KEYS --metric KEY)",
     "select-vth": "choose V_θ by the paper's Eq. 6–7 from a V_θ sweep",
     "method-comparison": "one JSON per run in the shape of PEFT's method_comparison results",
+    "matched-sparsity": "SpikeLoRA's mean sparsity per task, as overrides for the ablation's matched controls",
 }
 
 
@@ -133,6 +134,26 @@ def _compare(argv: list[str]) -> int:
     return 0
 
 
+def _matched_sparsity(argv: list[str]) -> int:
+    from . import questions
+
+    parser = argparse.ArgumentParser(
+        prog="python -m spikelora.report matched-sparsity",
+        description=questions.matched_sparsity.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("results_dir", help="the study's runs, e.g. results/ablation")
+    parser.add_argument("--min-seeds", type=int, default=5, help="complete SpikeLoRA runs each task needs (default 5)")
+    args = parser.parse_args(argv)
+    try:
+        values = questions.matched_sparsity(args.results_dir, min_seeds=args.min_seeds)
+    except questions.StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(" ".join(f"matched_sparsity.{task}={value}" for task, value in values.items()))
+    return 0
+
+
 def _method_comparison(argv: list[str]) -> int:
     from . import method_comparison
 
@@ -163,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "claims": _claims,
         "compare": _compare,
         "method-comparison": _method_comparison,
+        "matched-sparsity": _matched_sparsity,
     }
     try:
         if argv and argv[0] in commands:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,13 @@ from scipy import stats
 from ..experiment.record import RunDir
 from . import paper
 from .collect import GLUE_TASKS, collect
+from .ledger import Claim
+from .ledger import fill as _fill
+from .ledger import key_of as _key
+from .ledger import no_data as _no_data
+from .ledger import num as _f
+from .ledger import one_per_seed as _dedupe
+from .questions import QUESTIONS
 from .stats import NAN, Estimate, directional, equivalence, one_sample, tost, two_sample
 
 # Settings that must agree for a LoRA run and a SpikeLoRA run to be compared (besides the seed).
@@ -47,28 +54,6 @@ PAPER_VTH = 0.1
 GRADNORM_PAPER_N = 53
 
 
-@dataclass
-class Claim:
-    id: str
-    claim: str
-    source: str
-    paper: str  # the paper's figures, as printed (every number in it occurs in the paper text)
-    paper_effect: float | None  # the paper's effect, in the unit of ``effect``
-    ours: str
-    effect: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    test: str = ""
-    p_value: float | None = None
-    p_wilcoxon: float | None = None
-    n: int = 0
-    verdict: str = "no data"
-    note: str = ""
-    group: str = ""
-    paper_setting: bool = False  # the group uses the paper's model and real data
-    runs: list[str] = field(default_factory=list)
-
-
 CLAIMS: list[Callable[[pd.DataFrame], list[Claim]]] = []
 
 
@@ -79,32 +64,6 @@ def claim(fn: Callable[[pd.DataFrame], list[Claim]]) -> Callable[[pd.DataFrame],
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _f(x) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) else x
-
-
-def _key(row: pd.Series, keys: Iterable[str]) -> tuple:
-    out = []
-    for k in keys:
-        v = row.get(k)
-        if isinstance(v, float) and math.isnan(v):
-            v = None
-        out.append(round(v, 12) if isinstance(v, float) else v)
-    return tuple(out)
-
-
-def _dedupe(rows: pd.DataFrame) -> dict[int, pd.Series]:
-    """One run per seed (the same configuration recorded under two experiments counts once)."""
-    by_seed: dict[int, pd.Series] = {}
-    for _, row in rows.sort_values("run_dir").iterrows():
-        by_seed.setdefault(int(row["seed"]), row)
-    return by_seed
-
-
 @dataclass
 class Cell:
     """LoRA and SpikeLoRA runs that share every setting but the adapter, keyed by seed."""
@@ -188,16 +147,6 @@ def _is_paper(g: pd.DataFrame) -> bool:
     return bool(len(g)) and bool(g["paper_model"].all())
 
 
-def _fill(c: Claim, est: Estimate, verdict_note: tuple[str, str], p_value: float | None = None) -> Claim:
-    c.effect, c.ci_low, c.ci_high = _f(est.effect), _f(est.ci_low), _f(est.ci_high)
-    c.n = est.n
-    c.p_value = _f(est.p_value) if p_value is None else _f(p_value)
-    c.p_wilcoxon = _f(est.p_rank)
-    c.verdict, note = verdict_note
-    c.note = f"{note}." + (f" {c.note}" if c.note else "")
-    return c
-
-
 def _real(df: pd.DataFrame) -> pd.Series:
     return ~df["data_id"].astype(str).str.startswith("synthetic")
 
@@ -209,11 +158,6 @@ def _glue_groups(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
         return []
     g["data_kind"] = np.where(_real(g), "real", "synthetic")
     return _groups(g, ("model_id", "data_kind"))
-
-
-def _no_data(base: Claim, why: str) -> list[Claim]:
-    base.verdict, base.note = "no data", f"{why}."
-    return [base]
 
 
 def _paired_diff_claim(base: Claim, cs: list[Cell], column: str, sign: int, label: str, scale: float = 1.0) -> Claim:
@@ -761,7 +705,7 @@ def c9_overhead(df: pd.DataFrame) -> list[Claim]:
 def build_claims(table: pd.DataFrame) -> list[Claim]:
     """Every registered claim, judged on the complete runs in ``table`` (from :func:`collect`)."""
     out = []
-    for fn in CLAIMS:
+    for fn in [*CLAIMS, *QUESTIONS]:
         out += fn(table)
     return out
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..experiment.record import scan
+from ..experiment.record import gate_variant, scan
 
 # Per-run values the tables use, from metrics.json "final" (last evaluation). Scores are in
 # percent, as in the paper; losses, gaps raw; sparsity in percent.
@@ -177,12 +177,19 @@ def gate_of(m: dict) -> str | None:
 
 
 def method_label(m: dict) -> str | None:
-    """The method as tables and claims know it: ``spike`` is SpikeLoRA with the paper's LIF gate only;
-    another gate is ``spike:<gate>`` (so no table or claim about SpikeLoRA ever pools it in)."""
+    """The method as tables and claims know it: ``spike`` is SpikeLoRA with the paper's LIF gate and
+    settings only; another gate is ``spike:<gate>``, other gate settings a bracketed variant
+    (``spike[temporal,soft_reset]``, ``spike:relu[learnable_vth]``), so that no table or claim about
+    SpikeLoRA ever pools them in."""
     gate = gate_of(m)
-    if m.get("adapter") == "spike" and gate not in (None, "lif"):
-        return f"spike:{gate}"
-    return m.get("adapter")
+    label = m.get("adapter")
+    if gate is None:
+        return label
+    if label == "spike" and gate != "lif":
+        label = f"spike:{gate}"
+    adapter = ((m.get("provenance") or {}).get("canonical_config") or {}).get("adapter") or {}
+    variant = gate_variant(adapter)
+    return f"{label}[{','.join(variant)}]" if variant else label
 
 
 def collect(results_dir: str | Path, gap: str = "ref") -> Runs:

@@ -6,6 +6,7 @@ see ``tests/conftest.py``); no test module imports another.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,4 +179,24 @@ def glue_files(task: str, root):
         head = "index\tsentence1\tsentence2\tlabel"
         write_lines(d / "train.tsv", [head, "0\tA.\tB.\tnot_entailment", "1\tC.\tC.\tentailment"])
         write_lines(d / "dev.tsv", [head, "0\tD.\tD.\tentailment"])
+    return d
+
+
+def stsb_files(root: Path, n_train: int = 64, n_dev: int = 32) -> Path:
+    """A generated STS-B in the distribution's layout: pairs of template sentences scored 0-5 by
+    how many of their three words agree (a continuous score, so that every run's Pearson differs)."""
+    words = (["cat", "dog", "man", "girl"], ["runs", "sleeps", "eats", "sings"], ["home", "outside", "today", "now"])
+    pairs = list(itertools.product(*words))
+    head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    d = root / "stsb"
+    d.mkdir(parents=True, exist_ok=True)
+    for name, n, offset in (("train.tsv", n_train, 0), ("dev.tsv", n_dev, 7)):
+        lines = [head]
+        for i in range(n):
+            a, b = pairs[(5 * i + offset) % len(pairs)], pairs[(11 * i + 3 * offset + 1) % len(pairs)]
+            score = 5.0 * sum(x == y for x, y in zip(a, b, strict=True)) / 3
+            lines.append(
+                f"{i}\tmain\tf\t2012\t{i}\tnone\tnone\tA {a[0]} {a[1]} {a[2]}.\tA {b[0]} {b[1]} {b[2]}.\t{score:.3f}"
+            )
+        write_lines(d / name, lines)
     return d
