@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # The reviewers' study (docs/ablation.md): MiniLM-L6 on the real STS-B and MRPC files, every gate,
-# baseline and control of claims C11-C24, 5 seeds: 140 runs in three parts, then the ledger.
+# baseline and control of claims C11-C24, 5 seeds: 110 runs (STS-B 85 at one epoch, MRPC 25 at
+# three), then the ledger in results/ablation/report.
 #   sweeps/ablation.sh [LAUNCHER] [overrides...]     e.g. joblib, or glue_dir=/data/glue seed=0,1,2,3,4,5,6,7
-# Part 1 (arm=spike) measures SpikeLoRA's sparsity per task; part 2's matched controls (topk,
-# random, lora_effective) take it. Safe to re-launch: complete runs are skipped.
+# Per task, SpikeLoRA's own runs come first: their measured sparsity sets the matched controls
+# (topk, random, lora_effective) of the runs after them. Safe to re-launch: complete runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 results=results
 for a in "$@"; do [[ $a == results_dir=* ]] && results=${a#results_dir=}; done
-"$(dirname "$0")/launch.sh" ablation_reference "$@"
-# shellcheck disable=SC2207  # the overrides are words without spaces
-matched=($(python -m spikelora.report matched-sparsity "$results/ablation"))
-echo "matched controls: ${matched[*]}"
-"$(dirname "$0")/launch.sh" ablation "$@" "${matched[@]}"
-"$(dirname "$0")/launch.sh" ablation_stsb "$@"
+launch="$(dirname "$0")/launch.sh"
+for task in stsb mrpc; do
+  "$launch" ablation_reference "$@" "task=$task"
+  matched=$(python -m spikelora.report matched-sparsity "$results/ablation" --task "$task")
+  echo "matched controls ($task): $matched"
+  "$launch" ablation "$@" "task=$task" "$matched"
+  if [[ $task == stsb ]]; then
+    "$launch" ablation_stsb "$@" "$matched"
+  fi
+done
 python -m spikelora.report claims "$results/ablation" --out "$results/ablation/report"

@@ -120,6 +120,9 @@ def test_every_paper_figure_in_the_ledger_is_in_the_paper(paper_text, tmp_path):
         if c.id.startswith("C10"):  # efficiency: the paper argues it but never measures it
             assert c.paper == "not measured" and not numbers
             continue
+        if c.paper == "not in the paper":  # the reviewers' questions (C11 and up) carry no paper figure
+            assert int(c.id[1:3]) >= 11, c.id
+            continue
         assert numbers, c.id
         assert numbers <= in_paper, (c.id, numbers - in_paper)
     by_id = {c.id: c for c in claims}

@@ -144,9 +144,10 @@ def _matched_sparsity(argv: list[str]) -> int:
     )
     parser.add_argument("results_dir", help="the study's runs, e.g. results/ablation")
     parser.add_argument("--min-seeds", type=int, default=5, help="complete SpikeLoRA runs each task needs (default 5)")
+    parser.add_argument("--task", action="append", help="only this task (repeatable; default: every task on disk)")
     args = parser.parse_args(argv)
     try:
-        values = questions.matched_sparsity(args.results_dir, min_seeds=args.min_seeds)
+        values = questions.matched_sparsity(args.results_dir, min_seeds=args.min_seeds, tasks=args.task)
     except questions.StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

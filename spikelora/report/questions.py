@@ -28,16 +28,22 @@ class StudyError(ValueError):
     """The runs on disk cannot give what was asked (too few seeds, mixed settings)."""
 
 
-def matched_sparsity(results_dir: str | Path, min_seeds: int = 5, digits: int = 4) -> dict[str, float]:
-    """Per task, the mean last-evaluation sparsity of the SpikeLoRA arm (``adapter == "spike"``:
-    the paper's LIF gate and settings) in ``results_dir``, rounded to ``digits``.
+def matched_sparsity(
+    results_dir: str | Path, min_seeds: int = 5, digits: int = 4, tasks: list[str] | None = None
+) -> dict[str, float]:
+    """Per task (all of them, or those of ``tasks``), the mean last-evaluation sparsity of the
+    SpikeLoRA arm (``adapter == "spike"``: the paper's LIF gate and settings) in ``results_dir``,
+    rounded to ``digits``.
 
     Refuses (``StudyError``) when a task has fewer than ``min_seeds`` complete SpikeLoRA runs, or
     SpikeLoRA runs of more than one setting (the control would be matched to a mixture)."""
     table = collect(results_dir).table
     spike = table[table["adapter"] == "spike"] if not table.empty else table
+    if tasks is not None and not spike.empty:
+        spike = spike[spike["task"].isin(tasks)]
     if spike.empty:
-        raise StudyError(f"no complete SpikeLoRA run in {results_dir}: run its SpikeLoRA arm first.")
+        where = f" of task {', '.join(tasks)}" if tasks else ""
+        raise StudyError(f"no complete SpikeLoRA run{where} in {results_dir}: run its SpikeLoRA arm first.")
     out: dict[str, float] = {}
     for task, rows in spike.groupby("task", sort=True):
         settings = rows[list(REFERENCE_KEYS)].astype(str).drop_duplicates()
@@ -158,7 +164,7 @@ def _best_lora(lora: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     chosen, notes = [], []
     for _, cell in lora.groupby([k for k in PAIR_KEYS if k in lora], dropna=False):
         means = cell.groupby("dropout")["main"].mean().dropna()
-        if means.empty:
+        if len(means) < 2:  # one dropout is no choice: not "LoRA at its best dropout"
             continue
         best = float(means.idxmax())
         chosen.append(cell[(cell["dropout"] - best).abs() < 1e-12])
@@ -222,6 +228,8 @@ def _comparison_claims(df: pd.DataFrame, comp: Comparison) -> list[Claim]:
     if comp.other == "lora@best":
         other, chose = _best_lora(df[df["adapter"] == "lora"])
         same_dropout = False
+        if other.empty and not method.empty:
+            return no_data(Claim(**base), "no LoRA settings cell with runs at two or more dropouts to choose from")
     else:
         other, chose = _rows(df, comp.other), ""
         same_dropout = True
@@ -284,7 +292,11 @@ def c24_sign_share(df: pd.DataFrame) -> list[Claim]:
     )
     spike = _rows(df, "spike")
     out = []
-    for task, rows in sorted(spike.groupby("task"), key=lambda kv: str(kv[0])):
+    cells: dict[tuple, list[pd.Series]] = {}
+    for _, row in spike.iterrows():
+        cells.setdefault(key_of(row, REFERENCE_KEYS), []).append(row)
+    for key, cell in sorted(cells.items(), key=lambda kv: str(kv[0])):
+        rows = pd.DataFrame(cell)
         shares, runs = [], []
         for _, r in one_per_seed(rows).items():
             final = r["record"].get("final") or {}
@@ -297,7 +309,7 @@ def c24_sign_share(df: pd.DataFrame) -> list[Claim]:
         c = Claim(**base)
         est = one_sample(shares, mu0=50.0)
         c.ours = f"{np.mean(shares):.1f} % of the zeros are negative activations (median {np.median(shares):.1f} %, {len(shares)} seeds)"
-        c.group = f"task={task}"
+        c.group = " · ".join(f"{k}={v}" for k, v in zip(REFERENCE_KEYS, key))
         c.runs = runs
         out.append(fill(c, est, directional(est, +1)))
     return out or no_data(Claim(**base), "no SpikeLoRA runs that recorded eval_sparsity_negative")
