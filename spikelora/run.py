@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not plan.force and (old := find_legacy(plan.run_dir, plan.identity)) is not None:
         results = plan.run_dir.parents[1]
         print(
-            f"note: {old} holds this run, recorded before the identity covered content; it is trained anew. "
+            f"note: {old} holds this run, recorded under an older identity; it is trained anew. "
             f"To keep it instead, stop and run: python -m spikelora.status {results} --rekey",
             file=sys.stderr,
         )

@@ -9,8 +9,9 @@ For each sweep in ``conf/sweep`` it expands the grid into its runs and classifie
 ``diverged``     the last attempt trained, but its training or evaluation loss is not finite (not a result)
 ``stale``        recorded as running but no process holds the lock (killed, node lost)
 ``corrupt``      a record that cannot be read or whose history is missing or changed
-``legacy``       a complete record made before the run identity covered the data's content
-                 (its directory carries the old hash); ``--rekey`` gives it its current name
+``legacy``       a complete record whose directory carries an older hash than its run has now
+                 (made before the identity covered the data's content, or before a setting it
+                 recorded was declared result-neutral); ``--rekey`` gives it its current name
 ``missing``      no record yet
 
 Exit status (``--json`` too): 0 when no run needs attention, 1 when any run is failed, diverged,
@@ -27,6 +28,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from omegaconf.errors import MissingMandatoryValue
 
 from .experiment.confdir import default_results_dir
 from .experiment.record import STATES, RecordError, RunDir, check_results_dir
@@ -47,13 +50,20 @@ def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, overr
     out = {}
     seen: dict = {}
     for name in sweeps or sweep_names():
-        plans = sweep_plans(name, [*overrides, f"results_dir={results_dir}"])
-        runs = []
         counts = dict.fromkeys(STATES, 0)
+        try:
+            plans = sweep_plans(name, [*overrides, f"results_dir={results_dir}"])
+        except MissingMandatoryValue as err:
+            # A grid that takes a measured value (the ablation's matched controls): without it the
+            # runs have no identity yet; say what to pass rather than fail every other sweep.
+            need = f"{err.full_key}=..." if err.full_key else "an override it was launched with"
+            out[name] = {"expected": 0, "counts": counts, "runs": [], "needs": need}
+            continue
+        runs = []
         for plan in plans:
             state, detail = RunDir(plan.run_dir).state()
             if state == "missing" and (old := find_legacy(plan.run_dir, plan.identity, seen)) is not None:
-                state, detail = "legacy", f"recorded before content identity as {old.name}: --rekey adopts it"
+                state, detail = "legacy", f"recorded under an older identity as {old.name}: --rekey adopts it"
             counts[state] += 1
             runs.append({"run_name": plan.run_name, "run_dir": str(plan.run_dir), "state": state, "detail": detail})
         out[name] = {"expected": len(plans), "counts": counts, "runs": runs}
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rekey",
         action="store_true",
-        help="rename every legacy record (made before content identity) after its current identity, "
+        help="rename every legacy record (an older identity) after its current identity, "
         "computed from the data and model fingerprints it recorded; then report as usual",
     )
     args = parser.parse_intermixed_args(argv)
@@ -119,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     print(f"{'sweep':<14} {'expected':>8} " + " ".join(f"{s:>9}" for s in STATES))
     for name, s in status.items():
+        if "needs" in s:
+            print(f"{name:<14} {'-':>8} needs {s['needs']} (the overrides it was launched with)")
+            continue
         print(f"{name:<14} {s['expected']:>8} " + " ".join(f"{s['counts'][k]:>9}" for k in STATES))
     for name, s in status.items():
         pending = [r for r in s["runs"] if r["state"] not in ("complete", "missing")]

@@ -163,28 +163,39 @@ def _scheme1_parts(record: dict[str, Any]) -> tuple[dict, dict] | None:
     return strip_config(canonical), {"data": data_part, "model": model_part}
 
 
-def record_identity(record: dict[str, Any]) -> str | None:
-    """The identity a record's run has under the current scheme, from the config and the fingerprints
-    it recorded (None when it lacks them). For a current record it equals ``record["identity"]``."""
+def _current_parts(record: dict[str, Any]) -> tuple[dict, dict] | None:
+    """(config, content) of a record under the current scheme and the current :data:`NOT_IDENTITY`:
+    a scheme-2 record's canonical config is stripped again, so a setting declared result-neutral
+    after the record was made leaves its identity."""
     prov = record.get("provenance") or {}
     if record.get("identity_scheme") == IDENTITY_SCHEME:
         if not isinstance(prov.get("canonical_config"), dict):
             return None
-        return identity_hash(prov["canonical_config"], prov.get("content") or {})
-    parts = _scheme1_parts(record)
+        return strip_config(prov["canonical_config"]), prov.get("content") or {}
+    return _scheme1_parts(record)
+
+
+def record_identity(record: dict[str, Any]) -> str | None:
+    """The identity a record's run has under the current scheme, from the config and the fingerprints
+    it recorded (None when it lacks them). For a current record it equals ``record["identity"]``."""
+    parts = _current_parts(record)
     return identity_hash(*parts) if parts is not None else None
 
 
 def is_legacy(record: dict[str, Any]) -> bool:
-    """Whether a record was made before content entered the identity (scheme 1)."""
-    return record.get("identity_scheme") != IDENTITY_SCHEME
+    """Whether a record carries an older identity than its run has now: made before content entered
+    the identity (scheme 1), or before a setting it recorded was declared result-neutral."""
+    if record.get("identity_scheme") != IDENTITY_SCHEME:
+        return True
+    current = record_identity(record)
+    return current is not None and current != record.get("identity")
 
 
 def rekey(run: RunDir) -> Path | None:
-    """Give a complete scheme-1 record the name of its current identity (renaming its directory);
+    """Give a complete legacy record the name of its current identity (renaming its directory);
     None if it is not legacy or lacks the fingerprints. The record's data and history are unchanged."""
     record = run.complete_record()
-    if record is None or not is_legacy(record) or (parts := _scheme1_parts(record)) is None:
+    if record is None or not is_legacy(record) or (parts := _current_parts(record)) is None:
         return None
     config, content = parts
     identity = identity_hash(config, content)

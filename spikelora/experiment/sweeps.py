@@ -37,7 +37,9 @@ def sweep_jobs(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir:
     return [[f"+sweep={name}", *job] for job in batches[0]]
 
 
-GROUPS = ("model", "adapter", "task", "logger")
+def config_groups(conf_dir: Path = CONF_DIR) -> set[str]:
+    """The config groups (``model``, ``adapter``, ``arm``, ...): an override of one picks a file."""
+    return {p.name for p in conf_dir.iterdir() if p.is_dir()}
 
 
 def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> list[Plan]:
@@ -49,11 +51,12 @@ def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir
     fixed = [o for o in overrides if "," not in o.partition("=")[2]]
     composed: dict[tuple[str, ...], object] = {}
     parser = OverridesParser.create()
+    groups_of_conf = config_groups(conf_dir)
     plans = []
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         for job in sweep_jobs(name, overrides, conf_dir):
             job = [*job, *fixed]
-            groups = tuple(o for o in job if o.startswith("+") or o.partition("=")[0] in GROUPS)
+            groups = tuple(o for o in job if o.startswith("+") or o.partition("=")[0] in groups_of_conf)
             if groups not in composed:
                 composed[groups] = compose(config_name="config", overrides=list(groups))
             cfg = composed[groups].copy()
