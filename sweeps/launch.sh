@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Launch one study as a Hydra multirun: sweeps/launch.sh SWEEP [LAUNCHER] [hydra overrides...]
-#   SWEEP     a file of conf/sweep/ (rank, lr, glue, vth, vth_baseline, dropout, sparsity, gradnorm, spikegpt,
+#   SWEEP     a file of conf/sweep/ (rank, lr, glue, vth, vth_baseline, dropout, sparsity, gradnorm, spikegpt, ablation*,
 #             spikegpt_clean, cpu_glue, cpu_glue_trends)
 #   LAUNCHER  basic (default, one after another) | joblib (parallel on this machine) |
 #             slurm (SLURM array via submitit) | submitit_local (the submitit path, locally)
