@@ -44,7 +44,7 @@ def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, overr
     ``overrides``: those the sweep was launched with (``trainer.max_steps=100``); they change run identities.
     """
     from .experiment.identity import find_legacy  # torch and Hydra: not for --help
-    from .experiment.sweeps import sweep_names, sweep_plans
+    from .experiment.sweeps import missing_values, sweep_names, sweep_plans
 
     check_results_dir(results_dir)
     out = {}
@@ -56,7 +56,8 @@ def sweep_status(results_dir: str | Path, sweeps: list[str] | None = None, overr
         except MissingMandatoryValue as err:
             # A grid that takes a measured value (the ablation's matched controls): without it the
             # runs have no identity yet; say what to pass rather than fail every other sweep.
-            need = f"{err.full_key}=..." if err.full_key else "an override it was launched with"
+            missing = missing_values(name, [*overrides, f"results_dir={results_dir}"]) or [err.full_key]
+            need = ", ".join(f"{k}=..." for k in missing)
             out[name] = {"expected": 0, "counts": counts, "runs": [], "needs": need}
             continue
         runs = []

@@ -15,6 +15,8 @@ from inprocess import main_here, run_here
 
 from spikelora.experiment.record import RunDir, read_history, read_json
 from spikelora.experiment.sweeps import sweep_jobs, sweep_names, sweep_plans
+from spikelora.status import main as status_main
+from spikelora.status import sweep_status
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_JOBS = {
@@ -31,7 +33,20 @@ EXPECTED_JOBS = {
     "cpu_glue": 12,
     "cpu_glue_trends": 18,
     "smoke": 4,
+    "ablation_reference": 10,
+    "ablation": 40,
+    "ablation_stsb": 60,
+    "ablation_calibration": 12,
+    "ablation_calibration_mrpc": 2,
 }
+# The ablation's matched controls take SpikeLoRA's measured sparsity (sweeps/ablation.sh passes it).
+MATCHED = ["matched_sparsity.stsb=0.7", "matched_sparsity.mrpc=0.75"]
+
+
+def overrides_of(name: str) -> list[str]:
+    return MATCHED if name.startswith("ablation") else []
+
+
 SMOKE_RUN = "tiny-cola-spike-r8-vth0.1-lr0.01-p0-s0"  # + "-<identity hash>"
 SHORT = "trainer.max_steps=6"  # sweeps here test launching, not learning: short runs
 
@@ -43,7 +58,7 @@ def cli(args: list[str], tmp: Path, env: dict | None = None, module: str = "spik
 @pytest.fixture(scope="module")
 def expanded() -> dict[str, list]:
     """Every sweep's plans, expanded once for the two tests below."""
-    return {name: sweep_plans(name) for name in sweep_names()}
+    return {name: sweep_plans(name, overrides_of(name)) for name in sweep_names()}
 
 
 @pytest.mark.slow
@@ -59,6 +74,11 @@ def test_every_sweep_composes_with_the_expected_number_of_jobs(expanded):
     assert {(p.task, p.adapter) for p in expanded["glue"]} >= {("mnli", "spike"), ("qqp", "lora")}
     # Command-line overrides narrow a grid.
     assert len(sweep_jobs("rank", ["r=8", "seed=0"])) == 2
+    assert {p.task for p in sweep_plans("ablation", [*MATCHED, "task=mrpc"])} == {"mrpc"}
+    # Every arm of the study is its own run; MRPC trains three epochs, STS-B one.
+    study = [p for name in ("ablation_reference", "ablation", "ablation_stsb") for p in expanded[name]]
+    assert len({p.run_dir for p in study}) == 110
+    assert {(p.task, p.epochs) for p in study} == {("stsb", 1), ("mrpc", 3)}
 
 
 @pytest.mark.slow
@@ -67,11 +87,11 @@ def test_fast_sweep_expansion_equals_a_full_compose_per_job(expanded):
 
     from spikelora.experiment.plan import plan_run
 
-    samples = {"rank": 7, "glue": 11, "vth": 3, "spikegpt": 5, "dropout": 9}
+    samples = {"rank": 7, "glue": 11, "vth": 3, "spikegpt": 5, "dropout": 9, "ablation_stsb": 7, "ablation": 9}
     fast = {name: expanded[name] for name in samples}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for name, stride in samples.items():
-            jobs = sweep_jobs(name)
+            jobs = sweep_jobs(name, overrides_of(name))
             for i in range(0, len(jobs), stride):
                 assert (
                     plan_run(compose(config_name="config", overrides=jobs[i]), check_resources=False) == fast[name][i]
@@ -254,3 +274,13 @@ def test_status_takes_the_sweeps_overrides_and_refuses_other_words(tmp_path, cap
         main([str(tmp_path / "results"), "--sweep", "smoke", "maxsteps"])
     assert exit_.value.code == 2 and "not an override (KEY=VALUE): maxsteps" in capsys.readouterr().err
     assert main([str(tmp_path / "results"), "--sweep", "smoke", "trainer.nosuchkey=1"]) == 2
+
+
+@pytest.mark.slow
+def test_status_names_the_measured_values_a_sweep_needs(tmp_path):
+    without = sweep_status(tmp_path, ["ablation_stsb", "smoke"])
+    assert "matched_sparsity.stsb=..." in without["ablation_stsb"]["needs"]
+    assert without["ablation_stsb"]["expected"] == 0 and without["smoke"]["expected"] == 4  # the others still report
+    given = sweep_status(tmp_path, ["ablation_stsb"], ["matched_sparsity.stsb=0.7"])
+    assert given["ablation_stsb"]["expected"] == 60 and given["ablation_stsb"]["counts"]["missing"] == 60
+    assert status_main([str(tmp_path), "--sweep", "ablation"]) == 0  # reported, not an error

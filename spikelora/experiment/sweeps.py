@@ -68,3 +68,14 @@ def sweep_plans(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir
                     OmegaConf.update(cfg, key, parsed, force_add=False)
             plans.append(plan_run(cfg, check_resources=False))
     return plans
+
+
+def missing_values(name: str, overrides: list[str] | tuple[str, ...] = (), conf_dir: Path = CONF_DIR) -> list[str]:
+    """The mandatory values (``???``) that sweep ``name`` leaves to the command line, e.g. the
+    ablation's ``matched_sparsity.stsb``: without them its runs have no identity."""
+    jobs = sweep_jobs(name, overrides, conf_dir)
+    if not jobs:
+        return []
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*jobs[0], *(o for o in overrides if "," not in o)])
+    return sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
