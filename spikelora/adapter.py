@@ -36,7 +36,7 @@ from peft.utils.error import NoMatchingPeftModuleError
 from torch import nn
 
 from .neuron import Gate, make_gate
-from .tokens import token_mask
+from .tokens import make_token_mask, reset_token_mask, set_token_mask
 
 PEFT_TYPE = "SPIKELORA"
 ADALORA_PEFT_TYPE = "SPIKEADALORA"
@@ -288,8 +288,18 @@ class SpikeLoraModel(LoraModel):
         raise ValueError("add_weighted_adapter combines LoRA weight products; SpikeLoRA's gated update has none.")
 
     def forward(self, *args: Any, **kwargs: Any):
-        with token_mask(_batch_token_mask(args, kwargs)):
-            return super().forward(*args, **kwargs)
+        return _with_token_mask(super().forward, args, kwargs)
+
+
+def _with_token_mask(forward: Any, args: tuple, kwargs: dict) -> Any:
+    """``forward(*args, **kwargs)`` with the batch's token mask current. Plain set/reset rather
+    than a ``with`` block: TorchDynamo traces it without a graph break."""
+    mask = _batch_token_mask(args, kwargs)
+    handle = set_token_mask(None if mask is None else make_token_mask(mask))
+    try:
+        return forward(*args, **kwargs)
+    finally:
+        reset_token_mask(handle)
 
 
 def _batch_token_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -409,8 +419,7 @@ class SpikeAdaLoraModel(AdaLoraModel):
         raise ValueError("add_weighted_adapter is not supported for SpikeAdaLoRA (nor for AdaLoRA).")
 
     def forward(self, *args: Any, **kwargs: Any):
-        with token_mask(_batch_token_mask(args, kwargs)):
-            return super().forward(*args, **kwargs)
+        return _with_token_mask(super().forward, args, kwargs)
 
 
 def register() -> None:

@@ -508,7 +508,10 @@ def _phases(phase: str | None) -> tuple[str, ...]:
 
 def _in_backward() -> bool:
     # Activation checkpointing re-runs the forward during backward; counting there would count
-    # every batch twice.
+    # every batch twice. A compiled region never re-runs this Python (AOTAutograd recomputes
+    # inside its own graph), and TorchDynamo cannot trace the autograd engine's task id.
+    if torch.compiler.is_compiling():
+        return False
     return torch._C._current_graph_task_id() != -1
 
 

@@ -49,7 +49,7 @@ from torch import nn
 from .adapter import _batch_token_mask
 from .neuron import Gate, _in_backward, _phases
 from .telemetry import OPS_COUNTERS, _clean, reset_sparsity
-from .tokens import _CURRENT, TokenMask, current_token_mask
+from .tokens import TokenMask, current_token_mask, make_token_mask, reset_token_mask, set_token_mask
 
 CONVENTIONS = ("neurobench", "spike_ac")
 
@@ -124,16 +124,15 @@ def _open_mask(model: nn.Module, args: tuple, kwargs: dict) -> None:
     if mask is None:
         stack.append(None)
         return
-    m = mask if mask.dtype == torch.bool else mask != 0
-    stack.append(_CURRENT.set(TokenMask(mask=m, mask3=m.unsqueeze(-1), n_real=m.sum())))
+    stack.append(set_token_mask(make_token_mask(mask)))
 
 
 def _close_mask(model: nn.Module, args: tuple, output: Any) -> None:
     stack = model._spikelora_ops_tokens
     if stack:
-        token = stack.pop()
-        if token is not None:
-            _CURRENT.reset(token)
+        handle = stack.pop()
+        if handle is not None:
+            reset_token_mask(handle)
 
 
 def _running(layer: nn.Module) -> tuple[str, tuple[str, ...]]:

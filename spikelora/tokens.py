@@ -10,20 +10,24 @@ normally never touch this module; the trainer may set it explicitly too.
 A call is "over tokens" when its activations have shape ``(batch, seq, r)`` matching the mask.
 Anything else (DeBERTa's second pass of ``query_proj``/``key_proj`` over the 1 x 512
 relative-position table, for instance) is not, and is counted apart.
+
+Under ``torch.compile`` the mask lives in a plain module-level holder instead of the context
+variable: TorchDynamo cannot trace ``ContextVar.get`` (every gate call would break the graph),
+but it traces an attribute read and write. Eager code sets both, so a compiled region inside an
+eager model reads the same mask.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from contextvars import ContextVar, Token
+from typing import NamedTuple
 
 import torch
 
 
-@dataclass(frozen=True)
-class TokenMask:
+class TokenMask(NamedTuple):
     """A boolean ``(batch, seq)`` mask of real tokens, as ``(batch, seq, 1)`` and its count (on the device)."""
 
     mask: torch.Tensor
@@ -35,12 +39,51 @@ class TokenMask:
         return h.dim() == 3 and h.shape[:2] == self.mask.shape
 
 
+def make_token_mask(mask: torch.Tensor) -> TokenMask:
+    """The :class:`TokenMask` of a ``(batch, seq)`` padding mask (nonzero = real)."""
+    if mask.dim() != 2:
+        raise ValueError(
+            f"token_mask expects a (batch, seq) attention mask, got shape {tuple(mask.shape)}; "
+            "pass the 2-D padding mask, not an expanded attention bias."
+        )
+    m = mask if mask.dtype == torch.bool else mask != 0
+    return TokenMask(mask=m, mask3=m.unsqueeze(-1), n_real=m.sum())
+
+
 _CURRENT: ContextVar[TokenMask | None] = ContextVar("spikelora_token_mask", default=None)
+
+
+class _Holder:
+    """The current mask where TorchDynamo can trace it (see the module docstring)."""
+
+    value: TokenMask | None = None
+
+
+_COMPILED = _Holder()
 
 
 def current_token_mask() -> TokenMask | None:
     """The mask of the innermost :func:`token_mask` context, or ``None`` outside any."""
+    if torch.compiler.is_compiling():
+        return _COMPILED.value
     return _CURRENT.get()
+
+
+def set_token_mask(value: TokenMask | None) -> tuple[Token | None, TokenMask | None]:
+    """Make ``value`` the current mask; returns the handle :func:`reset_token_mask` restores from."""
+    previous = _COMPILED.value
+    _COMPILED.value = value
+    if torch.compiler.is_compiling():
+        return None, previous
+    return _CURRENT.set(value), previous
+
+
+def reset_token_mask(handle: tuple[Token | None, TokenMask | None]) -> None:
+    """Restore the mask that was current before the :func:`set_token_mask` that gave ``handle``."""
+    token, previous = handle
+    _COMPILED.value = previous
+    if token is not None:
+        _CURRENT.reset(token)
 
 
 @contextmanager
@@ -49,18 +92,9 @@ def token_mask(mask: torch.Tensor | None) -> Iterator[TokenMask | None]:
 
     ``None`` clears any outer mask (every call then counts as a token call).
     """
-    if mask is None:
-        value = None
-    else:
-        if mask.dim() != 2:
-            raise ValueError(
-                f"token_mask expects a (batch, seq) attention mask, got shape {tuple(mask.shape)}; "
-                "pass the 2-D padding mask, not an expanded attention bias."
-            )
-        m = mask if mask.dtype == torch.bool else mask != 0
-        value = TokenMask(mask=m, mask3=m.unsqueeze(-1), n_real=m.sum())
-    token = _CURRENT.set(value)
+    value = None if mask is None else make_token_mask(mask)
+    handle = set_token_mask(value)
     try:
         yield value
     finally:
-        _CURRENT.reset(token)
+        reset_token_mask(handle)
