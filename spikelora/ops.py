@@ -49,7 +49,7 @@ from torch import nn
 from .adapter import _batch_token_mask
 from .neuron import Gate, _in_backward, _phases
 from .telemetry import OPS_COUNTERS, _clean, reset_sparsity
-from .tokens import TokenMask, current_token_mask, make_token_mask, reset_token_mask, set_token_mask
+from .tokens import current_token_mask, make_token_mask, reset_token_mask, set_token_mask
 
 CONVENTIONS = ("neurobench", "spike_ac")
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch._dynamo as dynamo
 import torch._inductor.config as inductor_config
+from builders import DEBERTA_TARGETS, randomise_b, spike_config, tiny_deberta
 from inprocess import run_here
 from peft import LoraConfig, get_peft_model
 
-from builders import DEBERTA_TARGETS, randomise_b, spike_config, tiny_deberta
 from spikelora.neuron import Gate
 
 GATES = [
@@ -45,7 +45,9 @@ def graph_breaks(model: torch.nn.Module) -> tuple[int, list[str]]:
 
 
 def lora_model() -> torch.nn.Module:
-    return get_peft_model(tiny_deberta(), LoraConfig(r=4, lora_alpha=2.0, target_modules=DEBERTA_TARGETS, task_type="SEQ_CLS"))
+    return get_peft_model(
+        tiny_deberta(), LoraConfig(r=4, lora_alpha=2.0, target_modules=DEBERTA_TARGETS, task_type="SEQ_CLS")
+    )
 
 
 def test_the_paper_gate_breaks_the_graph_no_more_than_lora():
