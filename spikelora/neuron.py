@@ -77,6 +77,14 @@ COUNTERS = ("token_fired", "token_total", "other_fired", "other_total")
 GATES = ("lif", "threshold", "relu", "sigmoid", "topk", "random")
 # Counted beside the fired units: activations below zero, and (sigmoid) gate values below 0.5.
 AUX_COUNTERS = ("token_negative", "other_negative", "token_below_half", "other_below_half")
+# A phase's row of Gate.tally: the slots a call adds to are contiguous (token or other: fired,
+# total, negative, below half), so one call's counts go in with one add.
+_SLOTS = (
+    "token_fired", "token_total", "token_negative", "token_below_half",
+    "other_fired", "other_total", "other_negative", "other_below_half",
+)  # fmt: skip
+_COUNTS = [_SLOTS.index(n) for n in COUNTERS]
+_AUX = [_SLOTS.index(n) for n in AUX_COUNTERS]
 # The share of zeros of the topk and random gates when neither topk nor target_sparsity is set.
 DEFAULT_TARGET_SPARSITY = 0.5
 
@@ -121,7 +129,8 @@ class _StepGate(torch.autograd.Function):
         )
         ctx.consts = (v_threshold, tau, alpha, decay_input, two_sided)
         ctx.mark_non_differentiable(fired)
-        return h * fired.to(h.dtype), fired
+        # One kernel where h * fired.to(h.dtype) takes two (a silent unit is +0.0 rather than -0.0).
+        return torch.where(fired, h, 0.0), fired
 
     @staticmethod
     def backward(ctx, grad_out, _grad_fired):
@@ -169,15 +178,12 @@ class Gate(nn.Module):
         super().__init__()
         # Passed / seen gate units, over real tokens and over other calls, kept apart for calls in
         # train and in eval mode; beside them the negative activations and (sigmoid) gate values
-        # below 0.5. Non-persistent: they follow the module across devices but never enter a
-        # checkpoint. Separate 0-d buffers keep each update to a single in-place add.
-        for phase in PHASES:
-            for name in COUNTERS + AUX_COUNTERS:
-                self.register_buffer(f"{phase}_{name}", torch.zeros((), dtype=torch.int64), persistent=False)
-        # Passed / all units of the most recent call (padding and non-token calls included), the
-        # authors' per-call figure; overwritten every call, in either phase.
-        self.register_buffer("last_fired", torch.zeros((), dtype=torch.int64), persistent=False)
-        self.register_buffer("last_total", torch.zeros((), dtype=torch.int64), persistent=False)
+        # below 0.5: one int64 row per phase, laid out as _SLOTS, so that a call adds all it
+        # counts with one kernel. Non-persistent: it follows the module across devices but never
+        # enters a checkpoint. Then passed / all units of the most recent call (padding and
+        # non-token calls included, the authors' per-call figure), overwritten every call.
+        self.register_buffer("tally", torch.zeros(len(PHASES), len(_SLOTS), dtype=torch.int64), persistent=False)
+        self.register_buffer("last", torch.zeros(2, dtype=torch.int64), persistent=False)
         self.count_sparsity = True
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -202,29 +208,31 @@ class Gate(nn.Module):
         tokens: TokenMask | None,
         over_tokens: bool,
     ) -> None:
-        self.last_fired.copy_(fired.sum())
-        self.last_total.fill_(fired.numel())
-        phase = "train_" if self.training else "eval_"
+        # All of a call's counts in one reduction over stacked flags, one add into the tally and
+        # one copy into `last`; nothing leaves the device. Over tokens the flags are masked to real
+        # tokens, the mask itself is a flag (its sum is the token units seen), and `fired` comes
+        # again unmasked at the end: the per-call figure counts padding too.
+        row = self.tally[PHASES.index("train" if self.training else "eval")]
+        extra = [] if below_half is None else [below_half]
         negative = h.detach() < 0
         if over_tokens:
-            mask3 = tokens.mask3
-            getattr(self, phase + "token_fired").add_((fired & mask3).sum())
-            getattr(self, phase + "token_total").add_(tokens.n_real, alpha=fired.shape[-1])
-            getattr(self, phase + "token_negative").add_((negative & mask3).sum())
-            if below_half is not None:
-                getattr(self, phase + "token_below_half").add_((below_half & mask3).sum())
+            flags = [fired, tokens.mask3.expand_as(fired), negative, *extra, fired]
+            sums = (torch.stack(flags) & tokens.flag_mask[-len(flags) :]).flatten(1).sum(1)
+            row[: len(flags) - 1].add_(sums[:-1])
+            fired_all = sums[-1]
         else:
-            kind = "token_" if tokens is None else "other_"
-            getattr(self, phase + kind + "fired").add_(fired.sum())
-            getattr(self, phase + kind + "total").add_(fired.numel())
-            getattr(self, phase + kind + "negative").add_(negative.sum())
-            if below_half is not None:
-                getattr(self, phase + kind + "below_half").add_(below_half.sum())
+            start = 0 if tokens is None else _SLOTS.index("other_fired")
+            sums = torch.stack([fired, negative, *extra]).flatten(1).sum(1)
+            row[start].add_(sums[0])
+            row[start + 1].add_(fired.numel())
+            row[start + 2 : start + 1 + len(sums)].add_(sums[1:])
+            fired_all = sums[0]
+        self.last[0].copy_(fired_all)
+        self.last[1].fill_(fired.numel())
 
     def counts(self, phase: str | None = None) -> torch.Tensor:
         """``(token_fired, token_total, other_fired, other_total)`` for ``"train"``, ``"eval"`` or both (None)."""
-        phases = _phases(phase)
-        return sum(torch.stack([getattr(self, f"{p}_{n}") for n in COUNTERS]) for p in phases)
+        return self._rows(phase)[_COUNTS]
 
     def aux_counts(self, phase: str | None = None) -> torch.Tensor:
         """``(token_negative, other_negative, token_below_half, other_below_half)``, as :meth:`counts`.
@@ -232,17 +240,24 @@ class Gate(nn.Module):
         ``negative``: units whose activation ``h`` was below zero. ``below_half``: units whose gate
         value was below 0.5 (the sigmoid gate only; zero for the others).
         """
-        phases = _phases(phase)
-        return sum(torch.stack([getattr(self, f"{p}_{n}") for n in AUX_COUNTERS]) for p in phases)
+        return self._rows(phase)[_AUX]
+
+    def _rows(self, phase: str | None) -> torch.Tensor:
+        return sum(self.tally[PHASES.index(p)] for p in _phases(phase))
+
+    def counter(self, phase: str, name: str) -> torch.Tensor:
+        """One counter of ``phase`` (``"train"``/``"eval"``), e.g. ``"token_fired"``: a 0-d view of the tally."""
+        if phase not in PHASES or name not in _SLOTS:
+            raise KeyError(f"no counter {phase}_{name}: phases {PHASES}, counters {_SLOTS}")
+        return self.tally[PHASES.index(phase), _SLOTS.index(name)]
 
     def last_counts(self) -> torch.Tensor:
         """``(fired, total)`` gate units of the most recent call, every position counted (on the device)."""
-        return torch.stack([self.last_fired, self.last_total])
+        return self.last.clone()
 
     def reset_counts(self, phase: str | None = None) -> None:
         for p in _phases(phase):
-            for n in COUNTERS + AUX_COUNTERS:
-                getattr(self, f"{p}_{n}").zero_()
+            self.tally[PHASES.index(p)].zero_()
 
     @property
     def soft(self) -> bool:

@@ -162,7 +162,7 @@ def reference_sparsity(model: nn.Module, adapter_name: str | None = None) -> flo
 def counter_state(model: nn.Module, phase: str = "train") -> dict[str, torch.Tensor]:
     """The gates' counters of ``phase`` (CPU copies), to carry them across a checkpoint and resume."""
     return {
-        f"{name}.{phase}_{c}": getattr(module, f"{phase}_{c}").detach().cpu().clone()
+        f"{name}.{phase}_{c}": module.counter(phase, c).detach().cpu().clone()
         for name, module in model.named_modules()
         if isinstance(module, Gate)
         for c in COUNTERS + AUX_COUNTERS
@@ -173,5 +173,6 @@ def load_counter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None
     """Restore counters saved by :func:`counter_state` (names must match: the same model and adapters)."""
     modules = dict(model.named_modules())
     for key, value in state.items():
-        name, _, buffer = key.rpartition(".")
-        getattr(modules[name], buffer).copy_(value)
+        name, _, counter = key.rpartition(".")  # "<module>.train_token_fired"
+        phase, _, slot = counter.partition("_")
+        modules[name].counter(phase, slot).copy_(value)

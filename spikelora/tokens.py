@@ -28,11 +28,14 @@ import torch
 
 
 class TokenMask(NamedTuple):
-    """A boolean ``(batch, seq)`` mask of real tokens, as ``(batch, seq, 1)`` and its count (on the device)."""
+    """A boolean ``(batch, seq)`` mask of real tokens, as ``(batch, seq, 1)``, its count (on the
+    device), and ``flag_mask``: ``(5, batch, seq, 1)``, ``mask3`` four times and then all true,
+    which the gates' counters apply to their stacked flags in one operation."""
 
     mask: torch.Tensor
     mask3: torch.Tensor
     n_real: torch.Tensor
+    flag_mask: torch.Tensor
 
     def matches(self, h: torch.Tensor) -> bool:
         """Whether ``h`` (``(batch, seq, r)``) is laid out over these tokens."""
@@ -47,7 +50,9 @@ def make_token_mask(mask: torch.Tensor) -> TokenMask:
             "pass the 2-D padding mask, not an expanded attention bias."
         )
     m = mask if mask.dtype == torch.bool else mask != 0
-    return TokenMask(mask=m, mask3=m.unsqueeze(-1), n_real=m.sum())
+    m3 = m.unsqueeze(-1)
+    flag_mask = torch.cat([m3.expand(4, *m3.shape), torch.ones((1, *m3.shape), dtype=torch.bool, device=m.device)])
+    return TokenMask(mask=m, mask3=m3, n_real=m.sum(), flag_mask=flag_mask)
 
 
 _CURRENT: ContextVar[TokenMask | None] = ContextVar("spikelora_token_mask", default=None)
