@@ -77,6 +77,7 @@ def test_gate_variants_are_named(adapter, label):
     assert gate_variant(adapter) == label
 
 
+@pytest.mark.slow
 def test_variants_are_other_methods_in_names_and_labels(study):
     _, by_arm, _ = study
     assert set(by_arm) == {"spike", "spike:relu", "spike[temporal]", "lora"}  # both LoRA arms are "lora"
@@ -84,6 +85,7 @@ def test_variants_are_other_methods_in_names_and_labels(study):
     assert "-spike-temporal-r8-" in temporal["run_name"]
 
 
+@pytest.mark.slow
 def test_comparisons_equal_the_per_seed_differences(study):
     _, by_arm, claims = study
     rows = {c.id: c for c in claims}
@@ -98,6 +100,7 @@ def test_comparisons_equal_the_per_seed_differences(study):
         assert len(c.runs) == 2 * len(SEEDS)
 
 
+@pytest.mark.slow
 def test_lora_at_its_best_dropout_is_chosen_on_dev(study):
     results, _, claims = study
     grid: dict[float, dict[int, float]] = {}
@@ -118,6 +121,7 @@ def test_lora_at_its_best_dropout_is_chosen_on_dev(study):
 PAPER_CLAIMS = ("C1", "C2", "C3", "C3d", "C4a", "C4b", "C4c", "C5", "C5m", "C6", "C6g", "C7", "C8", "C9", "C10")
 
 
+@pytest.mark.slow
 def test_variants_never_enter_the_papers_claims(study):
     _, by_arm, claims = study
     variants = {m["run_dir"] for label in ("spike:relu", "spike[temporal]") for m in by_arm[label].values()}
@@ -127,6 +131,7 @@ def test_variants_never_enter_the_papers_claims(study):
         assert not variants & set(c.runs), c.id  # ... without a variant of the gate
 
 
+@pytest.mark.slow
 def test_every_question_has_a_row_and_missing_arms_say_so(study):
     _, _, claims = study
     ids = {c.id for c in claims}
@@ -135,6 +140,7 @@ def test_every_question_has_a_row_and_missing_arms_say_so(study):
     assert c18.verdict == "no data" and "dora" in c18.note
 
 
+@pytest.mark.slow
 def test_the_sign_share_is_what_the_records_say(study):
     _, by_arm, claims = study
     shares = [
@@ -144,6 +150,7 @@ def test_the_sign_share_is_what_the_records_say(study):
     assert c24.effect == pytest.approx(np.mean(shares) - 50.0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_matched_sparsity_is_the_spike_arms_mean_and_refuses_mixtures(study, tmp_path):
     results, by_arm, _ = study
     expected = round(float(np.mean([m["final"]["eval_sparsity"] for m in by_arm["spike"].values()])), 4)
