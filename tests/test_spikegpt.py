@@ -84,22 +84,27 @@ def test_bad_checkpoint_lists_the_problem_keys(tmp_path):
         SpikeGPT.from_checkpoint(tmp_path / "nothing here.pth")
 
 
-def test_wkv_scan_equals_closed_form_and_stays_finite():
+IMPLS = ["loop", "scan"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_wkv_equals_closed_form_and_stays_finite(impl):
     g = torch.Generator().manual_seed(1)
     B, T, C = 2, 9, 5
     w = -torch.exp(torch.randn(C, generator=g, dtype=torch.float64))
     u = torch.randn(C, generator=g, dtype=torch.float64)
     k = torch.randn(B, T, C, generator=g, dtype=torch.float64)
     v = torch.randn(B, T, C, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(wkv(w, u, k, v), wkv_closed_form(w, u, k, v), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(wkv(w, u, k, v, impl), wkv_closed_form(w, u, k, v), rtol=1e-12, atol=1e-12)
     big = k.sign() * 600 + k
-    y = wkv(w, u, big, v)
+    y = wkv(w, u, big, v, impl)
     assert torch.isfinite(y).all()
-    y32 = wkv(w.float(), u.float(), big.float(), v.float())
+    y32 = wkv(w.float(), u.float(), big.float(), v.float(), impl)
     assert y32.dtype == torch.float32 and torch.isfinite(y32).all()
 
 
-def test_wkv_gradcheck():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_wkv_gradcheck(impl):
     g = torch.Generator().manual_seed(2)
     args = [
         torch.randn(3, generator=g, dtype=torch.float64).requires_grad_(),  # time_decay
@@ -107,7 +112,63 @@ def test_wkv_gradcheck():
         torch.randn(2, 4, 3, generator=g, dtype=torch.float64).requires_grad_(),
         torch.randn(2, 4, 3, generator=g, dtype=torch.float64).requires_grad_(),
     ]
-    assert torch.autograd.gradcheck(lambda d, u, k, v: wkv(-torch.exp(d), u, k, v), args)
+    # chunk 3: four tokens span two chunks, so the carry between chunks is checked too
+    assert torch.autograd.gradcheck(lambda d, u, k, v: wkv(-torch.exp(d), u, k, v, impl, chunk=3), args)
+
+
+@pytest.mark.parametrize(("T", "chunk"), [(1, 16), (16, 16), (37, 16), (37, 5), (64, 8)])
+def test_the_parallel_wkv_equals_the_loop_forward_and_backward(T, chunk):
+    g = torch.Generator().manual_seed(T + chunk)
+    for log_decay, key_scale in ((0.0, 1.0), (5.0, 40.0), (-8.0, 40.0)):  # fast and slow decay, huge keys
+        d = torch.randn(6, generator=g, dtype=torch.float64) + log_decay
+        u = torch.randn(6, generator=g, dtype=torch.float64) * 3
+        k = torch.randn(2, T, 6, generator=g, dtype=torch.float64) * key_scale
+        v = torch.randn(2, T, 6, generator=g, dtype=torch.float64)
+        upstream = torch.randn(2, T, 6, generator=g, dtype=torch.float64)
+        out = {}
+        for impl in IMPLS:
+            leaves = [t.clone().requires_grad_() for t in (d, u, k, v)]
+            y = wkv(-torch.exp(leaves[0]), *leaves[1:], impl, chunk=chunk)
+            out[impl] = (y.detach(), torch.autograd.grad((y * upstream).sum(), leaves))
+        torch.testing.assert_close(out["scan"][0], out["loop"][0], rtol=1e-11, atol=1e-12)
+        for a, b in zip(out["scan"][1], out["loop"][1]):
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def _aten_events(fn) -> int:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::"))
+
+
+def test_the_parallel_wkv_runs_the_same_operations_at_any_length():
+    def step(T: int, impl: str):
+        g = torch.Generator().manual_seed(0)
+        leaves = [torch.randn(4, generator=g).requires_grad_(), torch.randn(4, generator=g).requires_grad_()]
+        leaves += [torch.randn(1, T, 4, generator=g).requires_grad_() for _ in range(2)]
+        return lambda: wkv(-torch.exp(leaves[0]), *leaves[1:], impl).sum().backward()
+
+    scan = {T: _aten_events(step(T, "scan")) for T in (32, 256)}
+    loop = {T: _aten_events(step(T, "loop")) for T in (32, 256)}
+    assert scan[32] == scan[256], scan  # no per-token operations: one launch count at every T
+    assert loop[256] > 4 * loop[32]  # the loop's grow with T (what the scan removes on a GPU)
+
+
+def test_wkv_choice_is_checked_and_models_agree():
+    with pytest.raises(ValueError, match="wkv must be one of"):
+        SpikeGPTConfig(n_layer=2, n_embd=8, vocab_size=16, wkv="cuda")
+    with pytest.raises(ValueError, match="wkv must be one of"):
+        wkv(torch.zeros(2), torch.zeros(2), torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), "fast")
+    logits = {}
+    for impl in ("loop", "scan", "auto"):
+        torch.manual_seed(0)
+        model = SpikeGPT(SpikeGPTConfig(n_layer=2, n_embd=16, vocab_size=32, n_classes=2, dropout=0.0, wkv=impl))
+        model.eval()
+        ids = torch.randint(0, 32, (2, 21), generator=torch.Generator().manual_seed(1))
+        logits[impl] = model(ids).logits
+    torch.testing.assert_close(logits["scan"], logits["loop"], rtol=1e-5, atol=1e-6)
+    assert torch.equal(logits["auto"], logits["loop"])  # on CPU, auto is the loop
 
 
 def test_lif_hand_sequence_and_surrogate_at_threshold():
@@ -234,22 +295,26 @@ def test_fused_wkv_equals_the_step_by_step_autograd_scan():
         ]
         upstream = torch.randn(3, 11, 6, generator=g, dtype=torch.float64)
         grads = []
-        for fn in (wkv, wkv_autograd):
+        for fn in (lambda *a: wkv(*a, "loop"), lambda *a: wkv(*a, "scan", chunk=4), wkv_autograd):
             for t in leaves:
                 t.grad = None
             d, u, k, v = leaves
             y = fn(-torch.exp(d), u, k, v)
             (y * upstream).sum().backward()
             grads.append((y.detach(), [t.grad.clone() for t in leaves]))
-        torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
-        for a, b in zip(grads[0][1], grads[1][1]):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        for mine in grads[:2]:
+            torch.testing.assert_close(mine[0], grads[2][0], rtol=1e-12, atol=1e-12)
+            for a, b in zip(mine[1], grads[2][1]):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     # Huge keys: finite outputs and gradients.
     k = (torch.randn(2, 9, 5, generator=g).sign() * 600).requires_grad_()
     v = torch.randn(2, 9, 5, generator=g, requires_grad=True)
     d, u = torch.zeros(5, requires_grad=True), torch.zeros(5, requires_grad=True)
-    wkv(-torch.exp(d), u, k, v).sum().backward()
-    assert all(torch.isfinite(t.grad).all() for t in (d, u, k, v))
+    for impl in IMPLS:
+        for t in (d, u, k, v):
+            t.grad = None
+        wkv(-torch.exp(d), u, k, v, impl).sum().backward()
+        assert all(torch.isfinite(t.grad).all() for t in (d, u, k, v)), impl
 
 
 def _compose_spikegpt(experiment: str, tmp_path, seed: int):

@@ -312,6 +312,7 @@ class SpikeGPTBackbone(Backbone):
     n_embd: int | None = None
     ctx_len: int = 1024
     pooling: str = "last_token"
+    wkv: str = "auto"
 
     def local_sources(self) -> dict[str, Path]:
         out = {}
@@ -337,7 +338,11 @@ def _spikegpt(backbone: SpikeGPTBackbone, task: TaskSpec, seed: int) -> tuple[Sp
     tokenizer = spikegpt_tokenizer(backbone.tokenizer)
     if backbone.checkpoint:
         model = SpikeGPT.from_checkpoint(
-            backbone.checkpoint, n_classes=task.num_labels, ctx_len=backbone.ctx_len, pooling=backbone.pooling
+            backbone.checkpoint,
+            n_classes=task.num_labels,
+            ctx_len=backbone.ctx_len,
+            pooling=backbone.pooling,
+            wkv=backbone.wkv,
         )
         if model.cfg.vocab_size < len(tokenizer):
             raise ValueError(
@@ -352,6 +357,7 @@ def _spikegpt(backbone: SpikeGPTBackbone, task: TaskSpec, seed: int) -> tuple[Sp
         ctx_len=backbone.ctx_len,
         n_classes=task.num_labels,
         pooling=backbone.pooling,
+        wkv=backbone.wkv,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)

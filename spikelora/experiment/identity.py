@@ -74,6 +74,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "adapter.temperature": None,
     "adapter.topk": None,
     "adapter.target_sparsity": None,
+    "model.wkv": "auto",
 }
 # Config values that may name local files: their content replaces them in the identity.
 PATH_KEYS: tuple[str, ...] = ("task.data_dir", "model.name_or_path", "model.checkpoint", "model.tokenizer")

@@ -47,6 +47,7 @@ from ..neuron import ATanSpike
 HUB_REPO = "ridger/SpikeGPT-OpenWebText-216M"
 HUB_FILE = "SpikeGPT-216M.pth"
 POOLINGS = ("last_token", "last_position")
+WKV_IMPLS = ("auto", "loop", "scan")
 
 
 @dataclass
@@ -61,8 +62,11 @@ class SpikeGPTConfig:
     tau: float = 2.0
     v_threshold: float = 1.0
     surrogate_alpha: float = 2.0
+    wkv: str = "auto"  # "loop" (token by token), "scan" (parallel, chunked) or "auto" (scan on CUDA)
 
     def __post_init__(self) -> None:
+        if self.wkv not in WKV_IMPLS:
+            raise ValueError(f"wkv must be one of {', '.join(map(repr, WKV_IMPLS))}, got {self.wkv!r}.")
         if self.n_layer < 2:
             raise ValueError(f"SpikeGPT needs n_layer >= 2 (its init divides by n_layer - 1), got {self.n_layer}.")
         if self.pooling not in POOLINGS:
@@ -186,14 +190,98 @@ class _WKV(torch.autograd.Function):
         return gw, gu, gk, gv
 
 
-def wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The WKV recurrence by the stable scan: ``w`` = −exp(time_decay), ``u`` [C]; ``k``, ``v`` [B, T, C].
+SCAN_CHUNK = 16  # tokens per chunk of the parallel WKV
 
-    Runs in float32 (float64 stays float64) as one autograd node, :class:`_WKV`
-    (tested against the step-by-step autograd scan in ``tests/helpers/spikegpt_reference.py``).
+
+def _wkv_parallel(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int) -> torch.Tensor:
+    """WKV without a loop over tokens: a softmax-weighted mean of v over i ≤ t per channel, with
+    logits (t−1−i)·w + k_i (i < t) and u + k_t (i = t), computed in two levels of chunks.
+
+    With t = J·L + τ (chunk J, offset τ): the tokens of chunk J before τ enter directly (logits
+    (τ−1−ι)w + k_ι), each earlier chunk J' through its summary (the weights e^{a_ι − m} of
+    a_ι = (L−1−ι)w + k_ι, m = max a, applied to v and to 1), carried to chunk J with the logit
+    m_{J'} + (J−1−J')·L·w and then to position τ with + τ·w. Every logit is a small offset (never
+    an absolute position times w), every exponent is taken after subtracting its maximum (all ≤ 0,
+    detached: they cancel between numerator and denominator), and every denominator holds a term
+    e^0 = 1, so there is no overflow and no 0/0. The operation count does not depend on T.
     """
+    B, T, C = k.shape
+    L = min(chunk, T)
+    n = -(-T // L)
+    pad = n * L - T
+    if pad:  # causal: padding after the last token never reaches a real one
+        k = F.pad(k, (0, 0, 0, pad))
+        v = F.pad(v, (0, 0, 0, pad))
+    k = k.view(B, n, L, C)
+    v = v.view(B, n, L, C)
+    tiny = torch.finfo(k.dtype).min / 4  # a logit that is never the maximum and whose exp is 0
+    pos = torch.arange(L, device=k.device, dtype=k.dtype)
+    # Within a chunk: lag[τ, ι] = τ − 1 − ι for ι < τ.
+    lag = pos.view(L, 1) - 1 - pos.view(1, L)
+    before = lag >= 0
+    intra = torch.where(before.view(1, 1, L, L, 1), lag.view(1, 1, L, L, 1) * w + k.unsqueeze(2), tiny)
+    # Each chunk's summary, seen from its last token: a_ι = (L − 1 − ι)·w + k_ι.
+    a = (L - 1 - pos).view(1, 1, L, 1) * w + k
+    m = a.detach().amax(2)  # (B, n, C)
+    e = torch.exp(a - m.unsqueeze(2))
+    sp, sq = (e * v).sum(2), e.sum(2)
+    # Carried from chunk J' to chunk J > J': logit m_{J'} + (J − 1 − J')·L·w.
+    cpos = torch.arange(n, device=k.device, dtype=k.dtype)
+    clag = cpos.view(n, 1) - 1 - cpos.view(1, n)
+    earlier = (clag >= 0).view(1, n, n, 1)
+    inter = torch.where(earlier, clag.view(1, n, n, 1) * (L * w) + m.unsqueeze(1), tiny)
+    o = inter.detach().amax(2)  # (B, n, C); `tiny` for chunk 0
+    ei = torch.where(earlier, torch.exp(inter - o.unsqueeze(2)), 0.0)
+    cp, cq = (ei * sp.unsqueeze(1)).sum(2), (ei * sq.unsqueeze(1)).sum(2)  # (B, n, C)
+    # At token τ of chunk J: the carry (logit o_J + τ·w), the chunk's earlier tokens, the token itself.
+    carry = torch.where(cpos.view(1, n, 1, 1) > 0, o.unsqueeze(2) + pos.view(1, 1, L, 1) * w, tiny)
+    own = u + k
+    top = torch.maximum(torch.maximum(carry, intra.amax(3)), own).detach()
+    ec = torch.exp(carry - top)
+    ex = torch.exp(intra - top.unsqueeze(3))
+    eo = torch.exp(own - top)
+    num = ec * cp.unsqueeze(2) + (ex * v.unsqueeze(2)).sum(3) + eo * v
+    den = ec * cq.unsqueeze(2) + ex.sum(3) + eo
+    return (num / den).reshape(B, n * L, C)[:, :T]
+
+
+class _WKVScan(torch.autograd.Function):
+    """:func:`_wkv_parallel` as one autograd node: only the inputs are kept, and backward runs the
+    parallel form again under autograd (the T × L and chunk × chunk tensors are not stored)."""
+
+    @staticmethod
+    def forward(ctx, w, u, k, v, chunk: int):
+        ctx.save_for_backward(w, u, k, v)
+        ctx.chunk = chunk
+        return _wkv_parallel(w, u, k, v, chunk)
+
+    @staticmethod
+    def backward(ctx, g):
+        inputs = [t.detach().requires_grad_() for t in ctx.saved_tensors]
+        with torch.enable_grad():
+            y = _wkv_parallel(*inputs, ctx.chunk)
+        return (*torch.autograd.grad(y, inputs, g), None)
+
+
+def wkv(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str = "auto", chunk: int = SCAN_CHUNK
+) -> torch.Tensor:
+    """The WKV recurrence: ``w`` = −exp(time_decay), ``u`` [C]; ``k``, ``v`` [B, T, C].
+
+    ``impl="loop"``: the stable scan of the CUDA kernel token by token, :class:`_WKV`;
+    ``"scan"``: the parallel chunked form, :class:`_WKVScan` (no per-token launches);
+    ``"auto"``: the scan on CUDA (where each token's kernels cost a launch), the loop elsewhere
+    (on CPU the loop is cheaper). Both run in float32 (float64 stays float64) as one autograd
+    node, tested against each other and the step-by-step autograd scan of
+    ``tests/helpers/spikegpt_reference.py``, forward and backward.
+    """
+    if impl not in WKV_IMPLS:
+        raise ValueError(f"wkv must be one of {', '.join(map(repr, WKV_IMPLS))}, got {impl!r}.")
     dtype = torch.promote_types(k.dtype, torch.float32)
-    return _WKV.apply(*(t.to(dtype).contiguous() for t in (w, u, k, v)))
+    w, u, k, v = (t.to(dtype).contiguous() for t in (w, u, k, v))
+    if impl == "scan" or (impl == "auto" and k.is_cuda):
+        return _WKVScan.apply(w, u, k, v, chunk)
+    return _WKV.apply(w, u, k, v)
 
 
 def token_shift(x: torch.Tensor) -> torch.Tensor:
@@ -202,8 +290,9 @@ def token_shift(x: torch.Tensor) -> torch.Tensor:
 
 
 class TimeMix(nn.Module):
-    def __init__(self, C: int) -> None:
+    def __init__(self, C: int, wkv_impl: str = "auto") -> None:
         super().__init__()
+        self.wkv_impl = wkv_impl
         self.time_decay = nn.Parameter(torch.zeros(C))
         self.time_first = nn.Parameter(torch.zeros(C))
         self.time_mix_k = nn.Parameter(torch.ones(1, 1, C))
@@ -219,7 +308,7 @@ class TimeMix(nn.Module):
         k = self.key(x * self.time_mix_k + xx * (1 - self.time_mix_k))
         v = self.value(x * self.time_mix_v + xx * (1 - self.time_mix_v))
         r = self.receptance(x * self.time_mix_r + xx * (1 - self.time_mix_r))
-        y = wkv(-torch.exp(self.time_decay), self.time_first, k, v).to(x.dtype)
+        y = wkv(-torch.exp(self.time_decay), self.time_first, k, v, impl=self.wkv_impl).to(x.dtype)
         return self.output(torch.sigmoid(r) * y)
 
 
@@ -249,7 +338,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(C)
         if layer_id == 0:
             self.ln0 = nn.LayerNorm(C)
-        self.att = TimeMix(C)
+        self.att = TimeMix(C, config.wkv)
         self.ffn = ChannelMix(C)
         self.dropout = nn.Dropout(config.dropout)
 
