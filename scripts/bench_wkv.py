@@ -74,7 +74,9 @@ def main() -> None:
         cases = {"wkv": lambda impl, T=tokens: wkv_step(impl, args.batch, T, args.channels, device)}
         if args.model:
             layers, embd = (int(v) for v in args.model.split("x"))
-            cases[f"spikegpt {args.model}"] = lambda impl, T=tokens: model_step(impl, layers, embd, args.batch, T, device)
+            cases[f"spikegpt {args.model}"] = lambda impl, T=tokens, n=layers, c=embd: model_step(
+                impl, n, c, args.batch, T, device
+            )
         for name, make in cases.items():
             times: dict[str, list[float]] = {"loop": [], "scan": []}
             for _ in range(args.rounds):
