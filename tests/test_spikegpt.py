@@ -13,6 +13,7 @@ from spikegpt_reference import recurrent_forward, wkv_closed_form
 
 from spikelora import SpikeLoraConfig, SpikeLoraLinear
 from spikelora.experiment.record import read_history, read_json
+from spikelora.models import spikegpt as spikegpt_module
 from spikelora.models.spikegpt import SpikeGPT, SpikeGPTConfig, lif, token_shift, wkv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -382,3 +383,25 @@ def test_split_seed_must_be_an_integer_or_seed(tmp_path):
     with pytest.raises(ConfigError, match="split_seed"):
         plan_run(cfg, check_resources=False)
     assert not (tmp_path / "results").exists()
+
+
+def test_spikingjellys_multi_step_lif_is_the_same_neuron(monkeypatch):
+    pytest.importorskip("spikingjelly")
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(3, 40, 8, generator=g) * 2).requires_grad_()
+    upstream = torch.randn(3, 40, 8, generator=g)
+    out = {}
+    for impl in ("loop", "spikingjelly", "auto"):
+        spikes = lif(x, 2.0, 1.0, 2.0, impl)
+        out[impl] = (spikes.detach(), torch.autograd.grad((spikes * upstream).sum(), x)[0])
+    assert 0.05 < out["loop"][0].mean() < 0.95
+    assert torch.equal(out["spikingjelly"][0], out["loop"][0])
+    torch.testing.assert_close(out["spikingjelly"][1], out["loop"][1], rtol=1e-5, atol=1e-6)  # it runs in float32
+    assert torch.equal(out["auto"][1], out["loop"][1])  # on CPU, auto is the loop
+    again = lif(x, 2.0, 1.0, 2.0, "spikingjelly")  # no membrane carried from the call before
+    assert torch.equal(again, out["spikingjelly"][0])
+    with pytest.raises(ValueError, match="lif must be one of"):
+        SpikeGPTConfig(n_layer=2, n_embd=8, vocab_size=16, lif="triton")
+    monkeypatch.setattr(spikegpt_module, "_spikingjelly", lambda: None)
+    with pytest.raises(ImportError, match="pip install --no-deps spikingjelly"):
+        lif(x, impl="spikingjelly")

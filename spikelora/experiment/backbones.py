@@ -313,6 +313,7 @@ class SpikeGPTBackbone(Backbone):
     ctx_len: int = 1024
     pooling: str = "last_token"
     wkv: str = "auto"
+    lif: str = "auto"
 
     def local_sources(self) -> dict[str, Path]:
         out = {}
@@ -343,6 +344,7 @@ def _spikegpt(backbone: SpikeGPTBackbone, task: TaskSpec, seed: int) -> tuple[Sp
             ctx_len=backbone.ctx_len,
             pooling=backbone.pooling,
             wkv=backbone.wkv,
+            lif=backbone.lif,
         )
         if model.cfg.vocab_size < len(tokenizer):
             raise ValueError(
@@ -358,6 +360,7 @@ def _spikegpt(backbone: SpikeGPTBackbone, task: TaskSpec, seed: int) -> tuple[Sp
         n_classes=task.num_labels,
         pooling=backbone.pooling,
         wkv=backbone.wkv,
+        lif=backbone.lif,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)

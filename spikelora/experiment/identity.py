@@ -75,6 +75,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "adapter.topk": None,
     "adapter.target_sparsity": None,
     "model.wkv": "auto",
+    "model.lif": "auto",
 }
 # Config values that may name local files: their content replaces them in the identity.
 PATH_KEYS: tuple[str, ...] = ("task.data_dir", "model.name_or_path", "model.checkpoint", "model.tokenizer")

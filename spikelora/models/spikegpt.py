@@ -31,6 +31,8 @@ Classification (``n_classes``): a new ``head`` [n_classes, C] ~ N(0, 0.02) reads
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ HUB_REPO = "ridger/SpikeGPT-OpenWebText-216M"
 HUB_FILE = "SpikeGPT-216M.pth"
 POOLINGS = ("last_token", "last_position")
 WKV_IMPLS = ("auto", "loop", "scan")
+LIF_IMPLS = ("auto", "loop", "spikingjelly")
 
 
 @dataclass
@@ -63,10 +66,13 @@ class SpikeGPTConfig:
     v_threshold: float = 1.0
     surrogate_alpha: float = 2.0
     wkv: str = "auto"  # "loop" (token by token), "scan" (parallel, chunked) or "auto" (scan on CUDA)
+    lif: str = "auto"  # "loop", "spikingjelly" (SpikingJelly 2's fused multi-step LIF) or "auto" (it on CUDA)
 
     def __post_init__(self) -> None:
         if self.wkv not in WKV_IMPLS:
             raise ValueError(f"wkv must be one of {', '.join(map(repr, WKV_IMPLS))}, got {self.wkv!r}.")
+        if self.lif not in LIF_IMPLS:
+            raise ValueError(f"lif must be one of {', '.join(map(repr, LIF_IMPLS))}, got {self.lif!r}.")
         if self.n_layer < 2:
             raise ValueError(f"SpikeGPT needs n_layer >= 2 (its init divides by n_layer - 1), got {self.n_layer}.")
         if self.pooling not in POOLINGS:
@@ -117,9 +123,50 @@ class _LIFSequence(torch.autograd.Function):
         return grad_x, None, None, None
 
 
-def lif(x: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0, alpha: float = 2.0) -> torch.Tensor:
-    """Multi-step LIF over the token axis of ``x`` (B, T, C); returns the spikes. Hard reset, not detached."""
-    return _LIFSequence.apply(x, tau, v_threshold, alpha)
+@functools.cache
+def _spikingjelly():
+    """SpikingJelly 2's ``neuron`` and ``surrogate`` modules, or None. An optional dependency,
+    imported on first use rather than with this module: its import logs a warning where Triton is
+    absent, and most runs never need it."""
+    try:
+        return (
+            importlib.import_module("spikingjelly.activation_based.neuron"),
+            importlib.import_module("spikingjelly.activation_based.surrogate"),
+        )
+    except ImportError:
+        return None
+
+
+def lif(
+    x: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0, alpha: float = 2.0, impl: str = "auto"
+) -> torch.Tensor:
+    """Multi-step LIF over the token axis of ``x`` (B, T, C); returns the spikes. Hard reset, not detached.
+
+    ``impl="loop"``: :class:`_LIFSequence` (one autograd node, a Python loop over tokens);
+    ``"spikingjelly"``: SpikingJelly 2's multi-step ``LIFNode`` (the same neuron: decay_input,
+    v_reset 0, ATan surrogate, reset not detached), which on CUDA dispatches to its fused Triton
+    kernel, one launch for all tokens; ``"auto"``: SpikingJelly on CUDA when it is installed, the
+    loop otherwise (on CPU the loop is as fast, and SpikingJelly computes in float32).
+    """
+    if impl not in LIF_IMPLS:
+        raise ValueError(f"lif must be one of {', '.join(map(repr, LIF_IMPLS))}, got {impl!r}.")
+    sj = _spikingjelly() if impl == "spikingjelly" or (impl == "auto" and x.is_cuda) else None
+    if impl == "spikingjelly" and sj is None:
+        raise ImportError("lif='spikingjelly' needs SpikingJelly 2: pip install --no-deps spikingjelly==2.0.0")
+    if sj is None:
+        return _LIFSequence.apply(x, tau, v_threshold, alpha)
+    neuron, surrogate = sj
+    # A fresh node per call: SpikingJelly's neurons keep their membrane between calls, SpikeGPT's does not.
+    node = neuron.LIFNode(
+        tau=tau,
+        decay_input=True,
+        v_threshold=v_threshold,
+        v_reset=0.0,
+        surrogate_function=surrogate.ATan(alpha=alpha),
+        detach_reset=False,
+        step_mode="m",
+    )
+    return node(x.transpose(0, 1).contiguous()).transpose(0, 1)
 
 
 class _WKV(torch.autograd.Function):
@@ -346,8 +393,8 @@ class Block(nn.Module):
         c = self.cfg
         if hasattr(self, "ln0"):
             x = self.ln0(x)
-        x = x + lif(self.att(self.ln1(x)), c.tau, c.v_threshold, c.surrogate_alpha)
-        x = x + lif(self.ffn(self.ln2(x)), c.tau, c.v_threshold, c.surrogate_alpha)
+        x = x + lif(self.att(self.ln1(x)), c.tau, c.v_threshold, c.surrogate_alpha, c.lif)
+        x = x + lif(self.ffn(self.ln2(x)), c.tau, c.v_threshold, c.surrogate_alpha, c.lif)
         return self.dropout(x)
 
 
