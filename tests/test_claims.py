@@ -335,7 +335,7 @@ def test_compare_table_groups_by_model_task_and_data(tree, tmp_path):
                     assert row["eval_sparsity n"] == 0
     summary = multirun_summary(load_records(results), ["adapter", "lr", "seed"])
     assert summary.splitlines()[0] == (
-        "| model_id | data_id | task | adapter | lr | n | seeds | main (last eval) | gen_gap (last eval) "
+        "| model_id | data_id | task | method | adapter | lr | n | seeds | main (last eval) | gen_gap (last eval) "
         "| sparsity (last eval) |"
     )
     assert len(summary.splitlines()) == 2 + 4 + 2  # header, rule, 2 adapters × 2 lr (wide), 2 adapters (narrow)
@@ -347,7 +347,7 @@ def test_compare_table_groups_by_model_task_and_data(tree, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     csv = pd.read_csv(tmp_path / "c" / "compare.csv")
     assert set(csv["train.global_step mean"]) == {6.0}
-    assert "| model_id | data_id | task | adapter | lr | n |" in (tmp_path / "c" / "compare.md").read_text()
+    assert "| model_id | data_id | task | method | adapter | lr | n |" in (tmp_path / "c" / "compare.md").read_text()
     for name in ("sparsity_over_training.png", "final.eval_mcc_vs_lr.png"):
         assert (tmp_path / "c" / name.replace("final.", "")).stat().st_size > 1000
     # The figure's train curve: the sparsity of each training log, read back from a SpikeLoRA history.

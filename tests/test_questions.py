@@ -21,6 +21,7 @@ from spikelora.experiment.plan import plan_run
 from spikelora.experiment.record import gate_variant
 from spikelora.report.claims import build_claims
 from spikelora.report.collect import collect, method_label
+from spikelora.report.compare import compare_table, load_records
 from spikelora.report.questions import COMPARISONS, StudyError, matched_sparsity
 
 SEEDS = (0, 1, 2)
@@ -83,6 +84,12 @@ def test_variants_are_other_methods_in_names_and_labels(study):
     assert set(by_arm) == {"spike", "spike:relu", "spike[temporal]", "lora"}  # both LoRA arms are "lora"
     temporal = next(iter(by_arm["spike[temporal]"].values()))
     assert "-spike-temporal-r8-" in temporal["run_name"]
+    # `compare --by adapter` never pools the gates either: every arm its own row of five seeds.
+    results, _, _ = study
+    table = compare_table(load_records(results), ["adapter"], ["main"])
+    spike_rows = table[table["adapter"] == "spike"]
+    assert sorted(spike_rows["method"]) == ["spike", "spike:relu", "spike[temporal]"]
+    assert set(spike_rows["n"]) == {len(SEEDS)}
 
 
 @pytest.mark.slow

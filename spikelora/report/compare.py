@@ -9,8 +9,11 @@ Keys (``--by`` and ``--metric``) are any keys of a run record (``metrics.json``)
 (``adapter``, ``r``, ``lr``, ``seed``, ``experiment``), nested ones with dots (``final.eval_mcc``,
 ``train.global_step``, ``best.eval_mcc``), or a key of ``final`` given bare (``eval_mcc`` means
 ``final.eval_mcc``); also the report's derived columns (``mcc``, ``sparsity``, ``gen_gap``,
-``main``, ``model_id``, ``data_id``). Rows are always grouped by ``model_id``, ``data_id`` and
-``task`` as well, so one row never pools different models, tasks or data.
+``main``, ``model_id``, ``data_id``, ``method``). Rows are always grouped by ``model_id``,
+``data_id``, ``task`` and ``method`` as well, so one row never pools different models, tasks,
+data or methods (``method`` is the report's label: ``spike`` is the paper's LIF gate only, other
+gates and gate settings are ``spike:relu``, ``spike[temporal]``, ...; ``adapter`` is the PEFT
+method as recorded, which all gates share).
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from ..experiment.record import RunDir
-from .collect import _final_values, collect, identity
+from .collect import _final_values, collect, identity, method_label
 from .figures import save_figure
 
-IDENTITY = ("model_id", "data_id", "task")
+IDENTITY = ("model_id", "data_id", "task", "method")
 
 
 def load_records(results_dir: str | Path, experiment: str | None = None) -> list[dict]:
@@ -63,7 +66,9 @@ def records_frame(records: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:
     flat = flat.drop(columns=[c for c in flat.columns if c.startswith(("versions.", "non_token_sparsity."))])
     flat = flat.reset_index(drop=True)
     extra = derived[[c for c in derived.columns if c not in flat.columns]]
-    return pd.concat([flat, extra], axis=1)
+    frame = pd.concat([flat, extra], axis=1)
+    frame["method"] = [method_label(r) for r in recs]
+    return frame
 
 
 def resolve(frame: pd.DataFrame, key: str) -> str:
@@ -163,7 +168,7 @@ def write_compare(table: pd.DataFrame, out: str | Path, title: str = "Run compar
         "`seeds` = their seeds). Each metric's header says whether it is the last evaluation "
         "(`final.*`, as the paper reports) or the best (`best.*`, chosen by the main metric). "
         "GLUE's evaluation sets are its dev sets. Rows never pool different models (`model_id`), "
-        "data (`data_id`) or tasks.",
+        "data (`data_id`), tasks or methods (`method`: each gate and gate setting its own).",
         "",
         format_compare(table),
     ]
