@@ -16,9 +16,10 @@ from hydra import compose, initialize_config_dir
 from inprocess import main_here, run_here
 from scipy import stats
 
+from spikelora import SpikeLoraConfig
 from spikelora.experiment.confdir import CONF_DIR
 from spikelora.experiment.plan import plan_run
-from spikelora.experiment.record import gate_variant
+from spikelora.experiment.record import PAPER_GATE_SETTINGS, gate_variant
 from spikelora.report.claims import build_claims
 from spikelora.report.collect import collect, method_label
 from spikelora.report.compare import compare_table, load_records
@@ -76,6 +77,12 @@ def _main(m: dict) -> float:
 )
 def test_gate_variants_are_named(adapter, label):
     assert gate_variant(adapter) == label
+
+
+def test_the_paper_settings_are_the_configs_defaults_and_two_sided_is_a_variant():
+    defaults = SpikeLoraConfig(target_modules=["q"])
+    assert {k: getattr(defaults, k) for k in PAPER_GATE_SETTINGS} == PAPER_GATE_SETTINGS
+    assert gate_variant({"two_sided": True}) == ["two_sided"]  # never pooled with the one-sided gate
 
 
 @pytest.mark.slow

@@ -67,16 +67,10 @@ RESERVE_BYTES = 256 * 1024
 RECORD_FILES = (CONFIG, HISTORY, MODULE_SPARSITY, MODULE_OPS, ADAPTER, ADAPTER_BEST)
 
 
-# The paper's gate settings (conf/adapter/spike.yaml): another value makes a variant of the method,
-# named in run names and report labels so that no table or claim pools it with the paper's SpikeLoRA.
-PAPER_GATE_SETTINGS: dict[str, Any] = {
-    "spike_mode": "step",
-    "tau": 2.0,
-    "surrogate_alpha": 2.0,
-    "decay_input": True,
-    "learnable_threshold": False,
-    "learnable_tau": False,
-}
+# The paper's numeric gate settings (SpikeLoraConfig's defaults; tests/test_questions.py checks
+# they agree): another value makes a variant of the method, named in run names and report labels
+# so that no table or claim pools it with the paper's SpikeLoRA.
+PAPER_GATE_SETTINGS: dict[str, float] = {"tau": 2.0, "surrogate_alpha": 2.0}
 
 
 def gate_variant(adapter: dict[str, Any]) -> list[str]:
@@ -87,10 +81,13 @@ def gate_variant(adapter: dict[str, Any]) -> list[str]:
         out.append(str(adapter["spike_mode"]))
         if adapter.get("spike_reset", "hard") != "hard":
             out.append(f"{adapter['spike_reset']}_reset")
-    if adapter.get("learnable_threshold"):
-        out.append("learnable_vth")
-    if adapter.get("learnable_tau"):
-        out.append("learnable_tau")
+    for key, word in (
+        ("learnable_threshold", "learnable_vth"),
+        ("learnable_tau", "learnable_tau"),
+        ("two_sided", "two_sided"),
+    ):
+        if adapter.get(key):
+            out.append(word)
     for key, short in (("tau", "tau"), ("surrogate_alpha", "alpha")):
         value = adapter.get(key)
         if value is not None and float(value) != PAPER_GATE_SETTINGS[key]:
