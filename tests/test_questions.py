@@ -79,10 +79,17 @@ def test_gate_variants_are_named(adapter, label):
     assert gate_variant(adapter) == label
 
 
-def test_the_paper_settings_are_the_configs_defaults_and_two_sided_is_a_variant():
+def test_the_paper_settings_are_the_configs_defaults_and_two_sided_is_another_gate():
     defaults = SpikeLoraConfig(target_modules=["q"])
     assert {k: getattr(defaults, k) for k in PAPER_GATE_SETTINGS} == PAPER_GATE_SETTINGS
-    assert gate_variant({"two_sided": True}) == ["two_sided"]  # never pooled with the one-sided gate
+    # two-sided firing is named once, in the gate ("lif+two_sided"), never pooled with the paper's gate
+    two_sided = {
+        "adapter": "spike",
+        "gate": "lif",
+        "provenance": {"canonical_config": {"adapter": {"two_sided": True}}},
+    }
+    assert gate_variant({"two_sided": True}) == []
+    assert method_label(two_sided) == "spike:lif+two_sided"
 
 
 @pytest.mark.slow

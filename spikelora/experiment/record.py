@@ -81,11 +81,8 @@ def gate_variant(adapter: dict[str, Any]) -> list[str]:
         out.append(str(adapter["spike_mode"]))
         if adapter.get("spike_reset", "hard") != "hard":
             out.append(f"{adapter['spike_reset']}_reset")
-    for key, word in (
-        ("learnable_threshold", "learnable_vth"),
-        ("learnable_tau", "learnable_tau"),
-        ("two_sided", "two_sided"),
-    ):
+    # two_sided is not here: it is part of the gate's own name ("lif+two_sided", see plan._gate_label).
+    for key, word in (("learnable_threshold", "learnable_vth"), ("learnable_tau", "learnable_tau")):
         if adapter.get(key):
             out.append(word)
     for key, short in (("tau", "tau"), ("surrogate_alpha", "alpha")):
