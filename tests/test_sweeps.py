@@ -15,6 +15,7 @@ from inprocess import main_here, run_here
 
 from spikelora.experiment.record import RunDir, read_history, read_json
 from spikelora.experiment.sweeps import sweep_jobs, sweep_names, sweep_plans
+from spikelora.report.multirun import _print_comparison
 from spikelora.status import main as status_main
 from spikelora.status import sweep_status
 
@@ -284,3 +285,23 @@ def test_status_names_the_measured_values_a_sweep_needs(tmp_path):
     given = sweep_status(tmp_path, ["ablation_stsb"], ["matched_sparsity.stsb=0.7"])
     assert given["ablation_stsb"]["expected"] == 60 and given["ablation_stsb"]["counts"]["missing"] == 60
     assert status_main([str(tmp_path), "--sweep", "ablation"]) == 0  # reported, not an error
+
+
+def test_a_swept_config_group_is_summarised_by_method(tmp_path, capsys):
+    """``arm=...`` (the ablation's bundles of adapter settings) is no record key: the end-of-sweep
+    comparison groups by method instead of failing on the unknown key."""
+    for adapter in ("lora", "spike"):
+        run_here(["+experiment=smoke", f"adapter={adapter}", SHORT, "save_adapter=false"], tmp_path)
+    runs = sorted(p.parent for p in (tmp_path / "results").glob("*/*/metrics.json"))
+    assert len(runs) == 2
+    jobs = [
+        {"status": "complete", "run_dir": str(run), "overrides": [f"arm={run.name.split('-')[2]}", "seed=0"]}
+        for run in runs
+    ]
+    capsys.readouterr()
+    _print_comparison(jobs)
+    out = capsys.readouterr().out
+    assert "arm: config group(s), not record keys" in out
+    assert "no run record has the key" not in out and "no comparison" not in out
+    table = out.split("(mean ± std over seeds) ==")[1]
+    assert re.search(r"\blora\b", table) and re.search(r"\bspike\b", table), out

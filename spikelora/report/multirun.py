@@ -64,9 +64,15 @@ def _print_comparison(jobs: list[dict]) -> None:
             key, _, value = item.partition("=")
             values.setdefault(key.lstrip("+~"), set()).add(value)
     swept = [k for k, v in values.items() if len(v) > 1 and k != "seed" and "." not in k]
-    if not records or not swept:
+    # A swept config group that records do not carry (``arm``: a bundle of adapter settings) is
+    # told apart by the method label, which every comparison groups by anyway.
+    groups = [k for k in swept if not any(k in r for r in records)]
+    swept = [k for k in swept if k not in groups]
+    if groups and records:
+        print(f"\n({', '.join(groups)}: config group(s), not record keys; their runs are told apart by method)")
+    if not records or not (swept or groups):
         return
-    print(f"\n== by {', '.join(swept)} (mean ± std over seeds) ==")
+    print(f"\n== by {', '.join(swept or ['method'])} (mean ± std over seeds) ==")
     try:
         print(multirun_summary(records, swept))
     except (KeyError, ValueError) as err:  # a key the records do not carry: the job table above stands
