@@ -7,7 +7,11 @@ The pieces follow PEFT's design for LoRA variants such as DoRA:
   PEFT drop the unknown fields and silently load plain LoRA).
 * :class:`SpikeLoraVariant` — the computation ``result + scaling · B(gate(A(dropout(x))))``.
 * :class:`SpikeLoraLinear` — ``lora.Linear`` that resolves that variant and holds one
-  gate (:class:`~spikelora.neuron.Gate`, the LIF by default) per adapter in ``lora_spike``.
+  gate (:class:`~spikelora.neuron.Gate`, the LIF by default) per adapter in ``lora_spike``; it
+  adapts ``nn.Linear`` and GPT-2's ``Conv1D`` (``fan_in_fan_out``). On a quantised base
+  (bitsandbytes, QLoRA) the same gate lives in :class:`SpikeLoraLinear4bit` and
+  :class:`SpikeLoraLinear8bitLt`, PEFT's own LoRA layers for those bases (their dtype handling
+  of the compute type and the adapter), with the SpikeLoRA variant resolved in them.
 * :class:`SpikeLoraModel` — ``LoraModel`` that refuses merging and opens the token-mask context
   (:mod:`spikelora.tokens`) on every forward.
 * :class:`SpikeAdaLoraConfig`, :class:`SpikeAdaLoraModel`, :class:`SpikeSVDLinear` — the paper's
@@ -23,17 +27,20 @@ Importing :mod:`spikelora` registers the type in PEFT's mappings, after which pl
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from peft import AdaLoraConfig, AdaLoraModel, LoraConfig, LoraModel, mapping
+from peft.import_utils import is_bnb_4bit_available, is_bnb_available
 from peft.tuners.adalora import SVDLinear
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraLayer
 from peft.tuners.lora.variants import LoraVariant
 from peft.utils.error import NoMatchingPeftModuleError
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from .neuron import Gate, make_gate
 from .tokens import make_token_mask, reset_token_mask, set_token_mask
@@ -124,7 +131,9 @@ class SpikeLoraConfig(LoraConfig, GateConfig):
     """Configuration of a SpikeLoRA adapter: every ``LoraConfig`` field plus the gate (:class:`GateConfig`).
 
     The paper's setting is ``r=8, lora_alpha=sqrt(8), use_rslora=True`` (scaling 1 at every rank),
-    ``lora_dropout=0``, ``gate="lif"`` and ``v_threshold=0.1``. Only ``nn.Linear`` targets are supported.
+    ``lora_dropout=0``, ``gate="lif"`` and ``v_threshold=0.1``. Targets: ``nn.Linear``, GPT-2's
+    ``Conv1D`` and bitsandbytes' ``Linear4bit`` / ``Linear8bitLt`` (QLoRA); any other layer type
+    (``nn.Embedding``, convolutions) is refused before the model is changed.
     """
 
     def __post_init__(self) -> None:
@@ -141,7 +150,7 @@ class SpikeLoraConfig(LoraConfig, GateConfig):
         for flag in ("use_dora", "use_bdlora", "use_qalora"):
             if getattr(self, flag, False):
                 raise ValueError(f"SpikeLoRA cannot be combined with {flag}=True.")
-        self._register_custom_module({nn.Linear: SpikeLoraLinear})
+        self._register_custom_module(_layer_classes())
 
 
 class SpikeLoraVariant(LoraVariant):
@@ -221,7 +230,7 @@ def set_zero_skip(model: nn.Module, enabled: bool = True) -> int:
     variant = ZeroSkipSpikeLoraVariant() if enabled else SpikeLoraVariant()
     n = 0
     for module in model.modules():
-        if isinstance(module, SpikeLoraLinear):
+        if is_spike_layer(module):
             for name in list(module.lora_variant):
                 if isinstance(module.lora_variant[name], SpikeLoraVariant):
                     module.lora_variant[name] = variant
@@ -229,8 +238,9 @@ def set_zero_skip(model: nn.Module, enabled: bool = True) -> int:
     return n
 
 
-class SpikeLoraLinear(LoraLinear):
-    """``lora.Linear`` whose adapters are SpikeLoRA: one LIF gate per adapter in ``lora_spike``."""
+class _SpikeLayer:
+    """What makes a PEFT LoRA layer a SpikeLoRA one: a gate per adapter in ``lora_spike``, the
+    SpikeLoRA variant, no merging. Mixed into PEFT's layer for each kind of base."""
 
     adapter_layer_names = (*LoraLinear.adapter_layer_names, "lora_spike")
 
@@ -242,7 +252,7 @@ class SpikeLoraLinear(LoraLinear):
     def resolve_lora_variant(self, *, config: LoraConfig, **kwargs: Any) -> LoraVariant:
         if not isinstance(config, SpikeLoraConfig):
             raise TypeError(
-                f"SpikeLoraLinear needs a SpikeLoraConfig, got {type(config).__name__}; "
+                f"{type(self).__name__} needs a SpikeLoraConfig, got {type(config).__name__}; "
                 "plain LoRA and SpikeLoRA adapters cannot share a model."
             )
         return SpikeLoraVariant()
@@ -255,26 +265,96 @@ class SpikeLoraLinear(LoraLinear):
         return "spike" + super().__repr__()
 
 
+class SpikeLoraLinear(_SpikeLayer, LoraLinear):
+    """``lora.Linear`` whose adapters are SpikeLoRA: one LIF gate per adapter in ``lora_spike``."""
+
+
+def _conv1d_layer(target: nn.Module, adapter_name: str, config: SpikeLoraConfig, **kwargs: Any) -> SpikeLoraLinear:
+    """GPT-2's ``Conv1D`` (weight stored ``(in, out)``) as PEFT's default dispatch adapts it."""
+    config.fan_in_fan_out = True  # the base weight's layout; the adapter's A and B are unchanged
+    kwargs.update(fan_in_fan_out=True, is_target_conv_1d_layer=True)
+    return SpikeLoraLinear(target, adapter_name, config=config, **kwargs)
+
+
+def _bnb_layers() -> dict[type, Any]:
+    """``{bitsandbytes layer: SpikeLoRA layer}`` where bitsandbytes is installed (an optional dependency)."""
+    if not is_bnb_available():
+        return {}
+    bnb = importlib.import_module("bitsandbytes")
+    peft_bnb = importlib.import_module("peft.tuners.lora.bnb")
+    out: dict[type, Any] = {bnb.nn.Linear8bitLt: _spike_bnb_class("Linear8bitLt", peft_bnb.Linear8bitLt)}
+    if is_bnb_4bit_available():
+        out[bnb.nn.Linear4bit] = _spike_bnb_class("Linear4bit", peft_bnb.Linear4bit)
+    return out
+
+
+_BNB_CLASSES: dict[str, type] = {}
+
+
+def quantised_lora_layers() -> tuple[type, ...]:
+    """PEFT's LoRA layers for bitsandbytes bases (``lora.bnb.Linear8bitLt``, ``Linear4bit``); () without bitsandbytes."""
+    if not is_bnb_available():
+        return ()
+    peft_bnb = importlib.import_module("peft.tuners.lora.bnb")
+    return tuple(getattr(peft_bnb, n) for n in ("Linear8bitLt", "Linear4bit") if hasattr(peft_bnb, n))
+
+
+def _spike_bnb_class(name: str, base: type) -> type:
+    """``SpikeLoraLinear4bit`` / ``SpikeLoraLinear8bitLt``: PEFT's LoRA layer for that base with the gate."""
+    if name not in _BNB_CLASSES:
+        cls = type(f"SpikeLora{name}", (_SpikeLayer, base), {"__module__": __name__, "__doc__": base.__doc__})
+        cls.__doc__ = f"PEFT's bitsandbytes ``lora.{name}`` whose adapters are SpikeLoRA (the gate in ``lora_spike``)."
+        _BNB_CLASSES[name] = cls
+    return _BNB_CLASSES[name]
+
+
+def _layer_classes() -> dict[type, Any]:
+    """Base layer type -> SpikeLoRA layer, most specific first (bitsandbytes layers are ``nn.Linear`` subclasses)."""
+    return {**_bnb_layers(), Conv1D: _conv1d_layer, nn.Linear: SpikeLoraLinear}
+
+
+def is_spike_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is a SpikeLoRA layer (on any kind of base)."""
+    return isinstance(module, _SpikeLayer)
+
+
+def __getattr__(name: str) -> type:
+    # SpikeLoraLinear4bit / SpikeLoraLinear8bitLt exist only where bitsandbytes does.
+    if name in ("SpikeLoraLinear4bit", "SpikeLoraLinear8bitLt"):
+        _bnb_layers()
+        if name.removeprefix("SpikeLora") in _BNB_CLASSES:
+            return _BNB_CLASSES[name.removeprefix("SpikeLora")]
+        raise AttributeError(f"{name} needs bitsandbytes: pip install 'spikelora[qlora]' (or bitsandbytes).")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class SpikeLoraModel(LoraModel):
     """``LoraModel`` for SpikeLoRA adapters (created by ``peft.get_peft_model``)."""
 
     def _create_new_module(self, lora_config, adapter_name, target, **kwargs):
         new_module = super()._create_new_module(lora_config, adapter_name, target, **kwargs)
-        if not isinstance(new_module, SpikeLoraLinear):
-            raise ValueError(
-                f"SpikeLoRA supports nn.Linear targets only, but a target module is a "
-                f"{type(target).__name__}: {target}. Remove it from target_modules (or use "
-                "target_modules='all-linear')."
-            )
+        if not is_spike_layer(new_module):
+            raise ValueError(_unsupported_message("a target module", target))
         return new_module
 
     def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        # Refuse an unsupported target before PEFT replaces any layer: the user's model stays as it was.
+        config = self.peft_config[adapter_name]
+        supported = tuple(_layer_classes())
+        if not isinstance(config.target_modules, str) or config.target_modules != "all-linear":
+            for name, module in model.named_modules():
+                if name and self._check_target_module_exists(config, name):
+                    base = module.get_base_layer() if isinstance(module, LoraLayer) else module
+                    if not isinstance(base, supported):
+                        raise ValueError(_unsupported_message(name, base))
         try:
             super().inject_adapter(model, adapter_name, *args, **kwargs)
         except NoMatchingPeftModuleError as err:
             targets = self.peft_config[adapter_name].target_modules
             targets = targets if isinstance(targets, str) else sorted(targets or [])
-            names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+            names = sorted(
+                {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
+            )
             raise NoMatchingPeftModuleError(
                 f"SpikeLoRA target_modules {targets!r} match no nn.Linear of "
                 f"{type(model).__name__}. Its linear layers are named: {', '.join(names)} "
@@ -288,7 +368,63 @@ class SpikeLoraModel(LoraModel):
         raise ValueError("add_weighted_adapter combines LoRA weight products; SpikeLoRA's gated update has none.")
 
     def forward(self, *args: Any, **kwargs: Any):
+        _refuse_temporal_cache(self.peft_config.values(), kwargs)
         return _with_token_mask(super().forward, args, kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any):
+        """The wrapped model's ``generate``, every step of it with its token mask current (each
+        generated token is counted once, padding never) and the temporal gate's cache check: the
+        decoding loop calls the wrapped model itself, not :meth:`forward`."""
+        pending: list[Any] = []
+
+        def before(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            _refuse_temporal_cache(self.peft_config.values(), kwargs)
+            mask = _batch_token_mask(args, kwargs)
+            pending.append(set_token_mask(None if mask is None else make_token_mask(mask)))
+
+        def after(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if pending:
+                reset_token_mask(pending.pop())
+
+        hooks = [
+            self.model.register_forward_pre_hook(before, with_kwargs=True),
+            self.model.register_forward_hook(after, with_kwargs=True, always_call=True),
+        ]
+        try:
+            return self.model.generate(*args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+
+def _unsupported_message(name: str, layer: nn.Module) -> str:
+    kind = type(layer).__name__
+    why = (
+        " An embedding's 'activations' are rows looked up by token id, not A·x: no gate applies."
+        if isinstance(layer, nn.Embedding)
+        else ""
+    )
+    return (
+        f"SpikeLoRA adapts nn.Linear, GPT-2's Conv1D and bitsandbytes' Linear4bit/Linear8bitLt layers; "
+        f"{name} is a {kind} ({layer}).{why} Remove it from target_modules (name the linear layers, or use "
+        "target_modules='all-linear'); to train the embedding in full, list it in modules_to_save."
+    )
+
+
+def _refuse_temporal_cache(configs: Any, kwargs: dict) -> None:
+    """Temporal SpikeLoRA integrates the membrane over a sequence's tokens; a KV cache feeds only
+    the new token, so the membrane would restart from rest at every generated token."""
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 5 also names it ``cache``
+    if cache is None or not any(getattr(c, "spike_mode", "step") == "temporal" for c in configs):
+        return
+    length = cache.get_seq_length() if hasattr(cache, "get_seq_length") else len(cache)
+    if length:
+        raise ValueError(
+            "spike_mode='temporal' carries the LIF membrane across the tokens of a sequence, but with a KV "
+            "cache each step runs only the new token and the membrane would restart from rest. Generate with "
+            "use_cache=False (every step re-runs the whole sequence, so the membrane is exact), or use "
+            "spike_mode='step' (stateless per token, cache-safe)."
+        )
 
 
 def _with_token_mask(forward: Any, args: tuple, kwargs: dict) -> Any:
@@ -303,18 +439,27 @@ def _with_token_mask(forward: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def _batch_token_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """The 2-D mask of real tokens for this call, from ``attention_mask`` or the input's shape."""
+    """The 2-D mask of real tokens for this call, from ``attention_mask`` or the input's shape.
+
+    With a KV cache, ``attention_mask`` covers the cached tokens too (Hugging Face's convention):
+    the tokens of this call are its last columns, so each generated token is counted once."""
     mask = kwargs.get("attention_mask")
-    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-        return mask
     ids = kwargs.get("input_ids")
     if ids is None and args and isinstance(args[0], torch.Tensor):
         ids = args[0]
-    if isinstance(ids, torch.Tensor) and ids.dim() == 2:
-        return torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
     embeds = kwargs.get("inputs_embeds")
-    if isinstance(embeds, torch.Tensor) and embeds.dim() == 3:
-        return torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+    shape = None
+    if isinstance(ids, torch.Tensor) and ids.dim() == 2:
+        shape = ids.shape
+    elif isinstance(embeds, torch.Tensor) and embeds.dim() == 3:
+        shape = embeds.shape[:2]
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        if shape is not None and mask.shape[0] == shape[0] and mask.shape[1] > shape[1]:
+            return mask[:, -shape[1] :]
+        return mask
+    if shape is not None:
+        device = (ids if isinstance(ids, torch.Tensor) and ids.dim() == 2 else embeds).device
+        return torch.ones(shape, dtype=torch.bool, device=device)
     return None
 
 

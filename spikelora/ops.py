@@ -46,7 +46,7 @@ from peft.tuners.adalora import SVDLinear
 from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
-from .adapter import _batch_token_mask
+from .adapter import _batch_token_mask, quantised_lora_layers
 from .neuron import Gate, _in_backward, _phases
 from .telemetry import OPS_COUNTERS, _clean, reset_sparsity
 from .tokens import current_token_mask, make_token_mask, reset_token_mask, set_token_mask
@@ -65,7 +65,8 @@ HOROWITZ_45NM: dict[str, Any] = {
 
 _ATTR = OPS_COUNTERS  # {(phase, state, adapters): [token_rows, other_rows]} on the layer
 _HOOKS = "_spikelora_ops_hooks"
-ADAPTED = (LoraLinear, SVDLinear)  # PEFT LoRA layers (LoRA, DoRA, SpikeLoRA) and AdaLoRA layers
+# PEFT LoRA layers (LoRA, DoRA, SpikeLoRA; on float and bitsandbytes-quantised bases) and AdaLoRA's
+ADAPTED = (LoraLinear, SVDLinear, *quantised_lora_layers())
 FIGURES = ("base_macs", "adapter_macs", "adapter_macs_dense", "adapter_acs", "gate_ops")
 
 
@@ -280,6 +281,7 @@ def _module_ops(
     e: dict[str, Any],
 ) -> dict[str, Any] | None:
     d_in, d_out = layer.in_features, layer.out_features
+    precision = base_precision(layer)
     ranks = dict(getattr(layer, "r", {}))
     tok = {"base": 0, "adapter": 0, "dense": 0, "acs": 0, "gate": 0, "fired": 0}
     oth = dict(tok)
@@ -361,7 +363,9 @@ def _module_ops(
     }
     if gate_counts:
         entry["fired_per_token"] = tok["fired"] / (tok_rows or 1)
-    entry["energy_pj"] = _energy_of(entry, e)
+    if precision is not None:
+        entry["base_precision"] = precision
+    entry["energy_pj"] = _energy_of(entry, e, price_base=precision is None)
     entry["other"] = {
         "rows": oth_rows,
         "base_macs": oth["base"],
@@ -373,11 +377,26 @@ def _module_ops(
     return entry
 
 
-def _energy_of(fig: dict[str, float], e: dict[str, Any]) -> dict[str, float]:
-    base = e["mac_pj"] * fig["base_macs"]
+def base_precision(layer: nn.Module) -> str | None:
+    """``"nf4"``, ``"fp4"`` or ``"int8"`` where the layer's base is a bitsandbytes quantised linear, else None."""
+    base = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+    kind = type(base).__name__
+    if kind == "Linear4bit":
+        return str(getattr(base.weight, "quant_type", "4bit"))
+    if kind == "Linear8bitLt":
+        return "int8"
+    return None
+
+
+def _energy_of(fig: dict[str, float], e: dict[str, Any], price_base: bool = True) -> dict[str, float | None]:
+    """Energy per token. A quantised base's products are not float MACs (int8/4-bit weights, an
+    int8 or dequantising kernel): the table's float MAC energy does not price them, so its base
+    and total are ``None`` rather than a float figure that would be wrong."""
+    base = e["mac_pj"] * fig["base_macs"] if price_base else None
     adapter = e["mac_pj"] * fig["adapter_macs"] + e["ac_pj"] * fig["adapter_acs"]
     gate = e["gate_op_pj"] * fig["gate_ops"]
-    return {"base": base, "adapter": adapter + gate, "gate": gate, "total": base + adapter + gate}
+    total = None if base is None else base + adapter + gate
+    return {"base": base, "adapter": adapter + gate, "gate": gate, "total": total}
 
 
 def _block(per_module: dict[str, dict], e: dict[str, Any], convention: str, phase: str | None) -> dict[str, Any]:
@@ -387,9 +406,12 @@ def _block(per_module: dict[str, dict], e: dict[str, Any], convention: str, phas
         block[f] = sum(m[f] for m in per_module.values())
     block["macs"] = block["base_macs"] + block["adapter_macs"]
     block["acs"] = block["adapter_acs"]
-    block["energy_pj"] = _energy_of(block, e)
+    quantised = sorted({m["base_precision"] for m in per_module.values() if m.get("base_precision")})
+    if quantised:
+        block["base_precision"] = ",".join(quantised)
+    block["energy_pj"] = _energy_of(block, e, price_base=not quantised)
     other = {f: sum(m["other"][f] for m in per_module.values()) / (tokens or 1) for f in FIGURES}
-    other["energy_pj"] = _energy_of(other, e)
+    other["energy_pj"] = _energy_of(other, e, price_base=not quantised)
     other["rows"] = sum(m["other"]["rows"] for m in per_module.values())
     block["other"] = other
     block["energy"] = dict(e)

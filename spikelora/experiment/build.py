@@ -70,6 +70,7 @@ def build(plan: Plan) -> Built:
     raw, data_id = read_data(plan.data)
     data_id["split_seed"] = plan.data.split_seed
     model, tokenizer = plan.backbone.build(spec, seed=plan.seed)
+    model = plan.backbone.quantise(model)  # QLoRA (model.quantization); unchanged for a float base
     model_id = plan.backbone.fingerprint(model)
     source = {"content": data_id.get("files_sha256") or data_id, "split_seed": plan.data.split_seed}
     data, from_cache = tokenize_task(raw, tokenizer, spec, plan.data.max_length, plan.data.cache_dir, source)

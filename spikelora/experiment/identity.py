@@ -76,6 +76,8 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "adapter.target_sparsity": None,
     "model.wkv": "auto",
     "model.lif": "auto",
+    "model.quantization": None,
+    "model.compute_dtype": "float32",
 }
 # Config values that may name local files: their content replaces them in the identity.
 PATH_KEYS: tuple[str, ...] = ("task.data_dir", "model.name_or_path", "model.checkpoint", "model.tokenizer")

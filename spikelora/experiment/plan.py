@@ -54,6 +54,7 @@ RECORD_FIELDS = (
     "run_name",
     "identity",
     "gate",
+    "quantization",
 )
 
 
@@ -138,6 +139,7 @@ class Plan:
     max_length: int
     results_dir: Path = field(repr=False, compare=False)
     gate: str | None = None  # the gate of a gated adapter (lif, relu, ...; "+two_sided" when so)
+    quantization: str | None = None  # the base's quantisation (nf4, fp4-bfloat16, int8; None: full precision)
     # What the run is built from (compare=False: equal settings plan equal runs).
     spec: TaskSpec = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
     adapter_spec: AdapterSpec = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
@@ -196,6 +198,8 @@ class Plan:
         object.__setattr__(self, "epochs", float(self.epochs))
         identity = identity_hash(self.canonical, self.content)
         parts = [] if self.model == "deberta_v3_base" else [self.model]
+        if self.quantization is not None:
+            parts.append(self.quantization)  # a quantised base is another model: named apart
         parts += [self.task, self.adapter]
         if self.gate not in (None, "lif"):
             parts.append(self.gate)  # another gate is another method: named apart (LIF names unchanged)
@@ -333,6 +337,16 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
                 f"of a {width}-wide layer has rank {width} at most, so this cannot be meant. Set r to at most {width}."
             )
 
+    if backbone.quantization is not None and adapter.type in ("full", "spike_adalora"):
+        raise ConfigError(
+            f"adapter={adapter.type} cannot run on a quantised base (model.quantization={backbone.quantization}): "
+            + (
+                "a 4-bit or int8 weight cannot be trained in full; use an adapter (spike, lora, dora, adalora)."
+                if adapter.type == "full"
+                else "SpikeAdaLoRA adapts float nn.Linear layers only; use adapter=spike or adapter=adalora, or "
+                "model.quantization=null."
+            )
+        )
     notes = _warnings(adapter)
     canonical = canonical_config(cfg)
     try:
@@ -359,6 +373,7 @@ def plan_run(cfg: DictConfig, check_resources: bool = True) -> Plan:
         max_length=data.max_length,
         results_dir=Path(str(cfg.results_dir)).expanduser(),
         gate=_gate_label(adapter),
+        quantization=backbone.quantisation_label(),
         spec=spec,
         adapter_spec=adapter,
         backbone=backbone,

@@ -83,7 +83,18 @@ def _model_id(model: dict, fallback: str | None) -> str:
         return name + _spikegpt_protocol(model)
     if kind == "tiny":
         return f"tiny-deberta(h{model.get('hidden_size')},l{model.get('num_hidden_layers')})"
+    if kind == "tiny_decoder":
+        return f"tiny-{model.get('family')}(h{model.get('hidden_size')},l{model.get('num_hidden_layers')})"
     return str(fallback)
+
+
+def _quantised(model: dict) -> str:
+    """``+nf4``, ``+nf4-bfloat16``, ``+int8`` for a quantised base ('' for full precision): never pooled with it."""
+    scheme = model.get("quantization")
+    if not scheme:
+        return ""
+    dtype = model.get("compute_dtype") or "float32"
+    return f"+{scheme}" if dtype == "float32" else f"+{scheme}-{dtype}"
 
 
 def _spikegpt_protocol(model: dict) -> str:
@@ -127,6 +138,8 @@ def identity(m: dict, run_dir: str | Path | None = None) -> dict:
     model_id = m.get("model_id") if isinstance(m.get("model_id"), str) else _model_id(model, m.get("model"))
     if "None" in model_id and pmodel.get("config_sha256"):  # no config.yaml: a config-built model by its hash
         model_id = f"{pmodel.get('name', model.get('kind'))}#{pmodel['config_sha256'][:8]}"
+    if not isinstance(m.get("model_id"), str):
+        model_id += _quantised(model)
     weights = pmodel.get("files_sha256") or pmodel.get("hub_commit")
     if weights and not isinstance(m.get("model_id"), str):
         model_id += f"@{_short_hash(weights)}"
