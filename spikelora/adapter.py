@@ -120,7 +120,7 @@ class GateConfig:
         default="auto",
         metadata={
             "help": "Temporal LIF's loop over tokens: 'loop', 'spikingjelly' (SpikingJelly 2's fused multi-step "
-            "LIFNode, equal to the loop) or 'auto' (spikingjelly on CUDA where installed and V_θ, τ are fixed)."
+            "LIFNode, equal to the loop) or 'auto' (spikingjelly where installed and V_θ, τ are fixed)."
         },
     )
 

@@ -408,12 +408,14 @@ class LIFGate(_ThresholdGate):
         return out, fired, None
 
     def _fused(self, h: torch.Tensor) -> bool:
-        """Whether the temporal mode runs SpikingJelly's multi-step LIF (``temporal_impl``; ``auto``: on CUDA)."""
-        if self.temporal_impl == "loop" or (self.temporal_impl == "auto" and not h.is_cuda):
+        """Whether the temporal mode runs SpikingJelly's multi-step LIF (``temporal_impl``; ``auto``:
+        wherever SpikingJelly is installed and V_θ, τ are fixed: its fused kernel on CUDA, and on
+        this CPU its torch path took 0.62-0.78 of the loop's time, ``scripts/bench_temporal_gate.py``)."""
+        if self.temporal_impl == "loop":
             return False
         if torch.is_tensor(self.v_threshold) or torch.is_tensor(self.tau):
             return False  # learnable V_θ / τ (refused for "spikingjelly" at construction)
-        return spikingjelly() is not None or self.temporal_impl == "spikingjelly"
+        return self.temporal_impl == "spikingjelly" or spikingjelly() is not None
 
     def _temporal(self, h: torch.Tensor, tau, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         beta = 1.0 - 1.0 / tau

@@ -112,7 +112,10 @@ def test_the_fused_temporal_path_refuses_what_it_cannot_run():
         LIFGate(temporal_impl="spikingjelly")
     with pytest.raises(ValueError, match="temporal_impl must be one of"):
         LIFGate(mode="temporal", temporal_impl="triton")
-    assert not LIFGate(mode="temporal")._fused(torch.zeros(1, 2, 3))  # auto: the loop on CPU
+    h = torch.zeros(1, 2, 3)
+    assert LIFGate(mode="temporal")._fused(h)  # auto: SpikingJelly wherever it is installed (as here)
+    assert not LIFGate(mode="temporal", learnable_tau=True)._fused(h)  # ... unless τ or V_θ is learnable
+    assert not LIFGate(mode="temporal", temporal_impl="loop")._fused(h)
 
 
 def test_step_gate_matches_snntorch_spikes():
