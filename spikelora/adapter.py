@@ -64,6 +64,7 @@ GATE_FIELDS: dict[str, str] = {
     "temperature": "temperature",
     "topk": "topk",
     "target_sparsity": "target_sparsity",
+    "temporal_impl": "temporal_impl",
 }
 
 MERGE_ERROR = (
@@ -114,6 +115,13 @@ class GateConfig:
     target_sparsity: float | None = field(
         default=None,
         metadata={"help": "Topk gate: k = round(r(1 - s)); random gate: the drop rate. null: 0.5."},
+    )
+    temporal_impl: str = field(
+        default="auto",
+        metadata={
+            "help": "Temporal LIF's loop over tokens: 'loop', 'spikingjelly' (SpikingJelly 2's fused multi-step "
+            "LIFNode, equal to the loop) or 'auto' (spikingjelly where installed and V_θ, τ are fixed)."
+        },
     )
 
     def make_gate(self, r: int | None = None) -> Gate:

@@ -62,6 +62,8 @@ the passed / total units of its most recent call (the authors' per-call figure).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from typing import Any, ClassVar
 
@@ -92,6 +94,23 @@ DEFAULT_TARGET_SPARSITY = 0.5
 def _atan_surrogate(x: torch.Tensor, alpha: float) -> torch.Tensor:
     # Same operation order as SpikingJelly's ATan backward, so that results agree to the last bit.
     return alpha / 2 / (1 + (math.pi / 2 * alpha * x).pow(2))
+
+
+TEMPORAL_IMPLS = ("auto", "loop", "spikingjelly")
+
+
+@functools.cache
+def spikingjelly() -> tuple[Any, Any] | None:
+    """SpikingJelly 2's ``neuron`` and ``surrogate`` modules, or None. An optional dependency,
+    imported on first use rather than with this module: its import logs a warning where Triton is
+    absent, and most runs never need it."""
+    try:
+        return (
+            importlib.import_module("spikingjelly.activation_based.neuron"),
+            importlib.import_module("spikingjelly.activation_based.surrogate"),
+        )
+    except ImportError:
+        return None
 
 
 class ATanSpike(torch.autograd.Function):
@@ -346,6 +365,7 @@ class LIFGate(_ThresholdGate):
         learnable_threshold: bool = False,
         learnable_tau: bool = False,
         two_sided: bool = False,
+        temporal_impl: str = "auto",
     ) -> None:
         validate_gate_args(
             v_threshold=v_threshold,
@@ -357,6 +377,8 @@ class LIFGate(_ThresholdGate):
         )
         if two_sided and mode == "temporal":
             raise ValueError("two_sided firing is for spike_mode='step'; the temporal LIF fires on V ≥ V_θ only.")
+        _check_temporal_impl(temporal_impl, mode, learnable_threshold or learnable_tau)
+        self.temporal_impl = temporal_impl
         super().__init__(
             v_threshold,
             tau,
@@ -372,12 +394,28 @@ class LIFGate(_ThresholdGate):
     def _gate(self, h: torch.Tensor, tokens: TokenMask | None, over_tokens: bool):
         tau = self._tau()
         if self.mode == "temporal" and h.dim() == 3 and (tokens is None or over_tokens):
-            out, fired = self._temporal(h, tau, tokens.mask if over_tokens else None)
+            mask = tokens.mask if over_tokens else None
+            if self._fused(h):
+                out, fired = _temporal_spikingjelly(
+                    h, mask, self.v_threshold, tau, self.surrogate_alpha, self.decay_input, self.reset
+                )
+            else:
+                out, fired = self._temporal(h, tau, mask)
         else:
             out, fired = _StepGate.apply(
                 h, self.v_threshold, tau, self.surrogate_alpha, self.decay_input, self.two_sided
             )
         return out, fired, None
+
+    def _fused(self, h: torch.Tensor) -> bool:
+        """Whether the temporal mode runs SpikingJelly's multi-step LIF (``temporal_impl``; ``auto``:
+        wherever SpikingJelly is installed and V_θ, τ are fixed: its fused kernel on CUDA, and on
+        this CPU its torch path took 0.62-0.78 of the loop's time, ``scripts/bench_temporal_gate.py``)."""
+        if self.temporal_impl == "loop":
+            return False
+        if torch.is_tensor(self.v_threshold) or torch.is_tensor(self.tau):
+            return False  # learnable V_θ / τ (refused for "spikingjelly" at construction)
+        return self.temporal_impl == "spikingjelly" or spikingjelly() is not None
 
     def _temporal(self, h: torch.Tensor, tau, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         beta = 1.0 - 1.0 / tau
@@ -405,7 +443,61 @@ class LIFGate(_ThresholdGate):
         parts.append(f"decay_input={self.decay_input}, mode={self.mode!r}")
         if self.mode == "temporal":
             parts.append(f"reset={self.reset!r}")
+            if self.temporal_impl != "auto":
+                parts.append(f"temporal_impl={self.temporal_impl!r}")
         return ", ".join(parts + self._flags())
+
+
+def _check_temporal_impl(impl: str, mode: str, learnable: bool) -> None:
+    if impl not in TEMPORAL_IMPLS:
+        raise ValueError(f"temporal_impl must be one of {', '.join(map(repr, TEMPORAL_IMPLS))}, got {impl!r}.")
+    if impl == "spikingjelly":
+        if mode != "temporal":
+            raise ValueError(
+                "temporal_impl='spikingjelly' is for spike_mode='temporal'; step mode has no loop to fuse."
+            )
+        if learnable:
+            raise ValueError(
+                "temporal_impl='spikingjelly' needs a fixed V_θ and τ (SpikingJelly's LIFNode takes numbers): "
+                "use temporal_impl='loop' or 'auto' with learnable_threshold/learnable_tau."
+            )
+        if spikingjelly() is None:
+            raise ImportError(
+                "temporal_impl='spikingjelly' needs SpikingJelly 2: pip install --no-deps spikingjelly==2.0.0"
+            )
+
+
+def _temporal_spikingjelly(
+    h: torch.Tensor, mask: torch.Tensor | None, vth: float, tau: float, alpha: float, decay_input: bool, reset: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The temporal LIF through SpikingJelly 2's multi-step ``LIFNode`` (one fused kernel over all
+    tokens on CUDA), equal to :meth:`LIFGate._temporal` forward and backward.
+
+    Padding must neither charge nor decay the membrane (the loop holds it). Each row's real tokens
+    are therefore moved to the front in order (a stable sort of the mask, on the device: no host
+    sync), the neuron runs over them with zero input at the padded tail (which no real token
+    follows), and the outputs go back to their positions; padded positions never fire."""
+    neuron, surrogate = spikingjelly()
+    if mask is not None:
+        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+        index = order.unsqueeze(-1).expand_as(h)
+        real = torch.gather(mask, 1, order).unsqueeze(-1).to(h.dtype)
+        x = torch.gather(h, 1, index) * real
+    else:
+        x = h
+    node = neuron.LIFNode(  # a fresh node per call: SpikingJelly's keep their membrane between calls
+        tau=float(tau),
+        decay_input=decay_input,
+        v_threshold=float(vth),
+        v_reset=0.0 if reset == "hard" else None,
+        surrogate_function=surrogate.ATan(alpha=alpha),
+        detach_reset=True,  # the loop's reset is detached too
+        step_mode="m",
+    )
+    s = node(x.transpose(0, 1).contiguous()).transpose(0, 1)
+    if mask is not None:
+        s = torch.zeros_like(s).scatter(1, index, s * real)
+    return h * s, s.detach() > 0
 
 
 class ThresholdGate(_ThresholdGate):
@@ -589,6 +681,7 @@ def make_gate(
     temperature: float | None = None,
     topk: int | None = None,
     target_sparsity: float | None = None,
+    temporal_impl: str = "auto",
     r: int | None = None,
 ) -> Gate:
     """The gate named ``gate`` (one of :data:`GATES`) for an adapter of rank ``r``.
@@ -654,8 +747,12 @@ def make_gate(
         learnable_threshold=learnable_threshold,
         learnable_tau=learnable_tau,
     )
+    if gate != "lif" and temporal_impl != "auto":
+        raise ValueError(f"temporal_impl is the temporal LIF gate's; gate={gate!r} has no loop over tokens.")
     if gate == "lif":
-        return LIFGate(v_threshold, tau, surrogate_alpha, mode=mode, reset=reset, **threshold)
+        return LIFGate(
+            v_threshold, tau, surrogate_alpha, mode=mode, reset=reset, temporal_impl=temporal_impl, **threshold
+        )
     if gate == "threshold":
         return ThresholdGate(v_threshold, tau, **threshold)
     if gate == "relu":

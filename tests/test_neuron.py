@@ -79,6 +79,45 @@ def test_temporal_mode_matches_spikingjelly_multistep(reset, decay_input):
     torch.testing.assert_close(h_ours.grad, h_ref.grad, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("decay_input", [True, False])
+def test_the_fused_temporal_path_equals_the_loop_with_any_padding(reset, decay_input):
+    """``temporal_impl='spikingjelly'`` (the fused kernel on CUDA; its torch backend here) equals the
+    loop forward, backward and in every counter, with right, left and interior padding."""
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(4, 10, 6, generator=g, dtype=torch.float64) * 0.6
+    upstream = torch.randn(h.shape, generator=g, dtype=torch.float64)
+    mask = torch.ones(4, 10, dtype=torch.bool)
+    mask[0, 7:] = False  # right padding
+    mask[1, :3] = False  # left padding
+    mask[2, 2:5] = False  # a hole: the membrane must be held across it, not decayed
+    results = {}
+    for impl in ("loop", "spikingjelly"):
+        gate = LIFGate(v_threshold=0.1, mode="temporal", reset=reset, decay_input=decay_input, temporal_impl=impl)
+        x = h.clone().requires_grad_()
+        with token_mask(mask):
+            out = gate(x)
+        (out * upstream).sum().backward()
+        results[impl] = (out.detach(), x.grad, gate.counts().tolist(), gate.aux_counts().tolist())
+    (out_l, grad_l, counts_l, aux_l), (out_f, grad_f, counts_f, aux_f) = results["loop"], results["spikingjelly"]
+    assert torch.equal(out_l, out_f) and counts_l == counts_f and aux_l == aux_f
+    torch.testing.assert_close(grad_f, grad_l, rtol=0, atol=1e-12)
+    assert (out_l[2, 5:] != 0).any()  # the tokens after the hole fire: the comparison tests something
+
+
+def test_the_fused_temporal_path_refuses_what_it_cannot_run():
+    with pytest.raises(ValueError, match="needs a fixed V_θ and τ"):
+        LIFGate(mode="temporal", temporal_impl="spikingjelly", learnable_threshold=True)
+    with pytest.raises(ValueError, match="is for spike_mode='temporal'"):
+        LIFGate(temporal_impl="spikingjelly")
+    with pytest.raises(ValueError, match="temporal_impl must be one of"):
+        LIFGate(mode="temporal", temporal_impl="triton")
+    h = torch.zeros(1, 2, 3)
+    assert LIFGate(mode="temporal")._fused(h)  # auto: SpikingJelly wherever it is installed (as here)
+    assert not LIFGate(mode="temporal", learnable_tau=True)._fused(h)  # ... unless τ or V_θ is learnable
+    assert not LIFGate(mode="temporal", temporal_impl="loop")._fused(h)
+
+
 def test_step_gate_matches_snntorch_spikes():
     snn = pytest.importorskip("snntorch")
     v_threshold = 0.1

@@ -216,6 +216,7 @@ class GateFields:
     temperature: float | None = None
     topk: int | None = None
     target_sparsity: float | None = None
+    temporal_impl: str = "auto"
 
     spike: ClassVar[bool] = True
 

@@ -76,6 +76,7 @@ ADDED_DEFAULTS: dict[str, Any] = {
     "adapter.target_sparsity": None,
     "model.wkv": "auto",
     "model.lif": "auto",
+    "adapter.temporal_impl": "auto",
     "model.quantization": None,
     "model.compute_dtype": "float32",
 }

@@ -31,8 +31,6 @@ Classification (``n_classes``): a new ``head`` [n_classes, C] ~ N(0, 0.02) reads
 
 from __future__ import annotations
 
-import functools
-import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -44,7 +42,7 @@ from huggingface_hub import hf_hub_download
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..neuron import ATanSpike
+from ..neuron import ATanSpike, spikingjelly
 
 HUB_REPO = "ridger/SpikeGPT-OpenWebText-216M"
 HUB_FILE = "SpikeGPT-216M.pth"
@@ -123,20 +121,6 @@ class _LIFSequence(torch.autograd.Function):
         return grad_x, None, None, None
 
 
-@functools.cache
-def _spikingjelly():
-    """SpikingJelly 2's ``neuron`` and ``surrogate`` modules, or None. An optional dependency,
-    imported on first use rather than with this module: its import logs a warning where Triton is
-    absent, and most runs never need it."""
-    try:
-        return (
-            importlib.import_module("spikingjelly.activation_based.neuron"),
-            importlib.import_module("spikingjelly.activation_based.surrogate"),
-        )
-    except ImportError:
-        return None
-
-
 def lif(
     x: torch.Tensor, tau: float = 2.0, v_threshold: float = 1.0, alpha: float = 2.0, impl: str = "auto"
 ) -> torch.Tensor:
@@ -150,7 +134,7 @@ def lif(
     """
     if impl not in LIF_IMPLS:
         raise ValueError(f"lif must be one of {', '.join(map(repr, LIF_IMPLS))}, got {impl!r}.")
-    sj = _spikingjelly() if impl == "spikingjelly" or (impl == "auto" and x.is_cuda) else None
+    sj = spikingjelly() if impl == "spikingjelly" or (impl == "auto" and x.is_cuda) else None
     if impl == "spikingjelly" and sj is None:
         raise ImportError("lif='spikingjelly' needs SpikingJelly 2: pip install --no-deps spikingjelly==2.0.0")
     if sj is None:
