@@ -10,7 +10,10 @@ Methods:
 ``base``         the model without adapters
 ``merged``       LoRA merged into the weights (``merge_and_unload``): zero adapter cost
 ``unmerged``     PEFT LoRA as trained: ``W x + B A x``
-``spike-dense``  SpikeLoRA as implemented: ``W x + B (h ⊙ S)`` with a dense ``r × d_out`` product
+``spike-dense``  SpikeLoRA as implemented: ``W x + B (h ⊙ S)`` with a dense ``r × d_out`` product,
+                 fused into the output (one out-of-place ``addmm``: :func:`spikelora.adapter.add_b`)
+``spike-3op``    the same with the product, scaling and sum as three ops (``result + B(h ⊙ S) · s``,
+                 PEFT's LoRA form and SpikeLoRA's before the fusion)
 ``spike-skip``   SpikeLoRA whose B product gathers the fired units and multiplies only those
                  (``nonzero`` → per-fired-unit row of ``Bᵀ`` → ``index_add_`` into the output;
                  :func:`spikelora.set_zero_skip`)
@@ -18,7 +21,7 @@ Methods:
 Per sparsity level the methods run in rotated order within each round (one forward each), so
 machine noise hits all alike; per-token times are medians and ratios are taken side by side in
 the same run. A second table times the B product alone (``N × r → d_out`` for both DeBERTa
-output widths): as SpikeLoRA runs it (out of place, as PEFT does), fused into the output
+output widths): as three ops (out of place, as PEFT's LoRA runs it), fused into the output
 (``addmm_``), and zero-skipping, to show where, if anywhere, skipping zeros pays at the op level.
 Peak memory per forward is measured with the storage tracker of ``bench_adapter.py`` (CPU) or
 the CUDA allocator.
@@ -57,8 +60,19 @@ PAIRS = [
     ("spike-skip", "merged"),
     ("spike-dense", "unmerged"),
     ("spike-skip", "spike-dense"),
+    ("spike-dense", "spike-3op"),
 ]
-PAIR_LABELS = ["base/mrg", "unm/mrg", "dense/mrg", "skip/mrg", "dense/unm", "skip/dense"]
+PAIR_LABELS = ["base/mrg", "unm/mrg", "dense/mrg", "skip/mrg", "dense/unm", "skip/dense", "dense/3op"]
+
+
+class ThreeOpVariant(SpikeLoraVariant):
+    """SpikeLoRA with B as three ops (``result + B(h ⊙ S) · s``), for the fusion's side-by-side figure."""
+
+    @staticmethod
+    def forward(module, active_adapter, x, result, **kwargs):
+        h = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x))
+        gated = module.lora_spike[active_adapter](h)
+        return result + module.lora_B[active_adapter](gated) * module.scaling[active_adapter]
 
 
 def build(args, seed: int = 0) -> DebertaV2ForSequenceClassification:
@@ -156,7 +170,8 @@ def op_level(args, device, levels) -> None:
     g = torch.Generator().manual_seed(0)
     print(
         f"\nB product alone: N={n} tokens x r={args.rank} -> d_out; µs per call (median of {args.op_reps}, rotated)\n"
-        "  as-is: result + linear(h⊙S, B) * s (SpikeLoraVariant)   fused: result.addmm_(h⊙S, Bᵀ, alpha=s)   "
+        "  as-is: result + linear(h⊙S, B) * s (three ops, PEFT's LoRA form)   fused: result.addmm_(h⊙S, Bᵀ, alpha=s) "
+        "(SpikeLoraVariant runs the out-of-place addmm)   "
         "skip: zero_skip_b"
     )
     print(
@@ -243,7 +258,7 @@ def main() -> None:
     merged = merged_src.merge_and_unload().to(device).eval()
     spike = get_peft_model(build(args), SpikeLoraConfig(**common, v_threshold=0.1)).to(device).eval()
     randomise_b(spike, args.b_std)
-    dense_variant, skip_variant = SpikeLoraVariant(), ZeroSkipVariant()
+    dense_variant, skip_variant, three_op_variant = SpikeLoraVariant(), ZeroSkipVariant(), ThreeOpVariant()
     g = torch.Generator().manual_seed(0)
     batch = {
         "input_ids": torch.randint(5, args.vocab, (args.batch, args.seq), generator=g).to(device),
@@ -272,6 +287,7 @@ def main() -> None:
         "unmerged": run(unmerged),
         "spike-dense": spike_run(dense_variant),
         "spike-skip": spike_run(skip_variant),
+        "spike-3op": spike_run(three_op_variant),
     }
     with torch.no_grad():
         torch.testing.assert_close(unmerged(**batch).logits, merged(**batch).logits, rtol=1e-4, atol=1e-4)
@@ -281,8 +297,9 @@ def main() -> None:
         with torch.no_grad():  # the two SpikeLoRA paths compute the same function
             set_variant(spike, dense_variant)
             ref = spike(**batch).logits
-            set_variant(spike, skip_variant)
-            torch.testing.assert_close(spike(**batch).logits, ref, rtol=1e-4, atol=1e-4)
+            for other in (skip_variant, three_op_variant):
+                set_variant(spike, other)
+                torch.testing.assert_close(spike(**batch).logits, ref, rtol=1e-4, atol=1e-4)
         for f in methods.values():
             with torch.no_grad():
                 f()  # warm-up

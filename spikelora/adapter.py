@@ -190,7 +190,28 @@ class SpikeLoraVariant(LoraVariant):
     ) -> torch.Tensor:
         h = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x))
         gated = module.lora_spike[active_adapter](h)
-        return result + module.lora_B[active_adapter](gated) * module.scaling[active_adapter]
+        return add_b(result, gated, module.lora_B[active_adapter], module.scaling[active_adapter])
+
+
+def add_b(result: torch.Tensor, gated: torch.Tensor, lora_b: nn.Module, scaling: float) -> torch.Tensor:
+    """``result + scaling · B(gated)`` as one fused ``addmm`` (one kernel instead of three: the
+    product, the scaling, the sum), out of place so that autograd and the base's output are as
+    before. Falls back to the three ops where ``addmm`` does not apply as such (a bias on B, dtypes
+    that only the separate ops would promote, a layout that is not (..., features))."""
+    weight = getattr(lora_b, "weight", None)
+    fusable = (
+        isinstance(lora_b, nn.Linear)
+        and lora_b.bias is None
+        and gated.dim() >= 2
+        and result.shape[:-1] == gated.shape[:-1]
+        and (torch.is_autocast_enabled(result.device.type) or result.dtype == gated.dtype == weight.dtype)
+    )
+    if not fusable:
+        return result + lora_b(gated) * scaling
+    out = torch.addmm(
+        result.reshape(-1, result.shape[-1]), gated.reshape(-1, gated.shape[-1]), weight.t(), alpha=scaling
+    )
+    return out.view(result.shape)
 
 
 def zero_skip_b(gated: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, scaling: float) -> torch.Tensor:

@@ -413,6 +413,8 @@ class LIFGate(_ThresholdGate):
         this CPU its torch path took 0.62-0.78 of the loop's time, ``scripts/bench_temporal_gate.py``)."""
         if self.temporal_impl == "loop":
             return False
+        if self.temporal_impl == "auto" and torch.compiler.is_compiling():
+            return False  # SpikingJelly's node breaks the graph; the loop compiles into it
         if torch.is_tensor(self.v_threshold) or torch.is_tensor(self.tau):
             return False  # learnable V_θ / τ (refused for "spikingjelly" at construction)
         return self.temporal_impl == "spikingjelly" or spikingjelly() is not None

@@ -16,6 +16,7 @@ from peft import PeftModel, get_peft_model
 
 import spikelora
 from spikelora import SpikeLoraConfig
+from spikelora.adapter import add_b
 
 
 def test_get_peft_model_injects_spikelora_into_the_six_encoder_linears(tiny_deberta):
@@ -246,3 +247,30 @@ def test_training_spikelora_reduces_the_loss_and_moves_only_adapter_weights(tiny
     thresholds = [m.lora_spike["default"].v_threshold.detach().item() for m in spike_layers(model).values()]
     assert any(t != pytest.approx(0.1) for t in thresholds)
     assert 0.0 < spikelora.sparsity_report(model).mean < 1.0
+
+
+@pytest.mark.parametrize("shape", [(4, 7, 8), (5, 8), (2, 3, 4, 8)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_fused_b_product_equals_the_three_ops_forward_and_backward(shape, bias):
+    """``add_b`` (one ``addmm`` where it applies, the three ops where not: a bias on B) is
+    ``result + scaling · B(gated)``, with the same gradients for result, gated and B."""
+    g = torch.Generator().manual_seed(0)
+    lora_b = torch.nn.Linear(8, 16, bias=bias).double()
+    gated = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+    result = torch.randn(*shape[:-1], 16, generator=g, dtype=torch.float64, requires_grad=True)
+    fused = add_b(result, gated, lora_b, 0.7)
+    three = result + lora_b(gated) * 0.7
+    upstream = torch.randn(three.shape, generator=g, dtype=torch.float64)
+    params = [result, gated, *lora_b.parameters()]
+    got = torch.autograd.grad((fused * upstream).sum(), params)
+    want = torch.autograd.grad((three * upstream).sum(), params)
+    torch.testing.assert_close(fused, three, rtol=0, atol=1e-12)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_the_fused_b_product_keeps_the_separate_ops_dtype_promotion():
+    lora_b = torch.nn.Linear(8, 16, bias=False)  # float32 adapter on a bfloat16 base output
+    result = torch.randn(3, 16, dtype=torch.bfloat16)
+    out = add_b(result, torch.randn(3, 8), lora_b, 1.0)
+    assert out.dtype == (result + lora_b(torch.randn(3, 8))).dtype == torch.float32
