@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from spikelora import ATanSpike, LIFGate, token_mask
+from spikelora import neuron as neuron_module
 
 sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
 sj_surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
@@ -105,7 +106,7 @@ def test_the_fused_temporal_path_equals_the_loop_with_any_padding(reset, decay_i
     assert (out_l[2, 5:] != 0).any()  # the tokens after the hole fire: the comparison tests something
 
 
-def test_the_fused_temporal_path_refuses_what_it_cannot_run():
+def test_the_fused_temporal_path_refuses_what_it_cannot_run(monkeypatch):
     with pytest.raises(ValueError, match="needs a fixed V_θ and τ"):
         LIFGate(mode="temporal", temporal_impl="spikingjelly", learnable_threshold=True)
     with pytest.raises(ValueError, match="is for spike_mode='temporal'"):
@@ -116,6 +117,10 @@ def test_the_fused_temporal_path_refuses_what_it_cannot_run():
     assert LIFGate(mode="temporal")._fused(h)  # auto: SpikingJelly wherever it is installed (as here)
     assert not LIFGate(mode="temporal", learnable_tau=True)._fused(h)  # ... unless τ or V_θ is learnable
     assert not LIFGate(mode="temporal", temporal_impl="loop")._fused(h)
+    monkeypatch.setattr(neuron_module, "spikingjelly", lambda: None)  # as where SpikingJelly is not installed
+    assert not LIFGate(mode="temporal")._fused(h)  # auto falls back to the loop
+    with pytest.raises(ImportError, match="pip install --no-deps spikingjelly"):
+        LIFGate(mode="temporal", temporal_impl="spikingjelly")
 
 
 def test_step_gate_matches_snntorch_spikes():
