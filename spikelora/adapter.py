@@ -321,11 +321,21 @@ _BNB_CLASSES: dict[str, type] = {}
 
 
 def quantised_lora_layers() -> tuple[type, ...]:
-    """PEFT's LoRA layers for bitsandbytes bases (``lora.bnb.Linear8bitLt``, ``Linear4bit``); () without bitsandbytes."""
+    """PEFT's LoRA and AdaLoRA layers for bitsandbytes bases (``lora.bnb.Linear4bit``, ``adalora.bnb.SVDLinear4bit``,
+    their 8-bit twins); () without bitsandbytes."""
     if not is_bnb_available():
         return ()
-    peft_bnb = importlib.import_module("peft.tuners.lora.bnb")
-    return tuple(getattr(peft_bnb, n) for n in ("Linear8bitLt", "Linear4bit") if hasattr(peft_bnb, n))
+    lora_bnb = importlib.import_module("peft.tuners.lora.bnb")
+    adalora_bnb = importlib.import_module("peft.tuners.adalora.bnb")
+    return tuple(
+        getattr(module, name)
+        for module, names in (
+            (lora_bnb, ("Linear8bitLt", "Linear4bit")),
+            (adalora_bnb, ("SVDLinear8bitLt", "SVDLinear4bit")),
+        )
+        for name in names
+        if hasattr(module, name)
+    )
 
 
 def _spike_bnb_class(name: str, base: type) -> type:

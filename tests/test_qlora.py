@@ -13,6 +13,7 @@ from spikelora import SpikeLoraConfig, sparsity_report
 from spikelora.adapter import is_spike_layer
 from spikelora.experiment.plan import ConfigError, plan_run
 from spikelora.report.collect import collect
+from spikelora.report.efficiency import efficiency_markdown, efficiency_table
 
 bnb = pytest.importorskip("bitsandbytes")
 peft_bnb = pytest.importorskip("peft.tuners.lora.bnb")
@@ -200,8 +201,11 @@ def test_the_runner_trains_spikelora_on_a_quantised_base_and_says_so(model, sche
     assert ops["energy_pj"]["base"] is None and ops["energy_pj"]["total"] is None
     assert ops["energy_pj"]["adapter"] > 0
     # tables never pool it with the float base
-    (row,) = collect(tmp_path / "results").table.to_dict("records")
+    table = collect(tmp_path / "results").table
+    (row,) = table.to_dict("records")
     assert row["model_id"].endswith(f"+{scheme}") or f"+{scheme}@" in row["model_id"]
+    energy = efficiency_markdown(efficiency_table(table))
+    assert f"+{scheme}" in energy and "not priced (quantised base)" in energy
     # the saved adapter loads back onto a freshly quantised base with equal outputs
     plan = _plan(f"model={model}", f"model.quantization={scheme}", "trainer.max_steps=4", tmp_path=tmp_path)
     base, _ = plan.backbone.build(plan.spec, seed=plan.seed)

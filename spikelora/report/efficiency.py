@@ -214,24 +214,30 @@ def efficiency_figure(
 
 
 def efficiency_markdown(table: pd.DataFrame) -> str:
-    """The table as Markdown, one section per task."""
+    """The table as Markdown, one section per task; ``base`` is the model (``+nf4`` ... for a
+    quantised one, whose base energy the float MAC figure does not price: "not priced")."""
     lines = []
     for task, t in table.groupby("task", sort=False):
         lines += [
             f"### {task}",
             "",
-            "| method | r | V_θ | n | " + t["metric"].iloc[0] + " | sparsity | adapter MACs/tok | adapter pJ/tok "
+            "| base | method | r | V_θ | n | "
+            + t["metric"].iloc[0]
+            + " | sparsity | adapter MACs/tok | adapter pJ/tok "
             "| × unmerged LoRA | × merged LoRA (total MACs) | × merged LoRA (total energy) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in t.iterrows():
             vth = "" if pd.isna(r["vth"]) else f"{r['vth']:g}"
             score = f"{r['metric_mean']:.2f}" + ("" if pd.isna(r["metric_std"]) else f" ± {r['metric_std']:.2f}")
             sparsity = "" if pd.isna(r["sparsity"]) else f"{r['sparsity']:.2f}"
+            energy = r["energy_ratio_merged"]
+            quantised = "+" in str(r.get("model_id", "")).split("@")[0]
+            energy = "not priced (quantised base)" if pd.isna(energy) and quantised else f"{energy:.4f}"
             lines.append(
-                f"| {r['adapter']} | {r['r']} | {vth} | {r['n']} | {score} | {sparsity} | {r['adapter_macs']:,.0f} "
-                f"| {r['energy_adapter_pj']:,.0f} | {r['ratio_unmerged']:.3f} | {r['ratio_merged']:.4f} "
-                f"| {r['energy_ratio_merged']:.4f} |"
+                f"| {r.get('model_id', '')} | {r['adapter']} | {r['r']} | {vth} | {r['n']} | {score} | {sparsity} "
+                f"| {r['adapter_macs']:,.0f} | {r['energy_adapter_pj']:,.0f} | {r['ratio_unmerged']:.3f} "
+                f"| {r['ratio_merged']:.4f} | {energy} |"
             )
         lines.append("")
     return "\n".join(lines)
