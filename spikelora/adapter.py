@@ -341,8 +341,8 @@ def quantised_lora_layers() -> tuple[type, ...]:
 def _spike_bnb_class(name: str, base: type) -> type:
     """``SpikeLoraLinear4bit`` / ``SpikeLoraLinear8bitLt``: PEFT's LoRA layer for that base with the gate."""
     if name not in _BNB_CLASSES:
-        cls = type(f"SpikeLora{name}", (_SpikeLayer, base), {"__module__": __name__, "__doc__": base.__doc__})
-        cls.__doc__ = f"PEFT's bitsandbytes ``lora.{name}`` whose adapters are SpikeLoRA (the gate in ``lora_spike``)."
+        doc = f"PEFT's bitsandbytes ``lora.{name}`` whose adapters are SpikeLoRA (the gate in ``lora_spike``)."
+        cls = type(f"SpikeLora{name}", (_SpikeLayer, base), {"__module__": __name__, "__doc__": doc})
         _BNB_CLASSES[name] = cls
     return _BNB_CLASSES[name]
 

@@ -7,7 +7,12 @@ import pytest
 import torch
 from inprocess import compose_run, run_here
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    BitsAndBytesConfig,
+)
 
 from spikelora import SpikeLoraConfig, sparsity_report
 from spikelora.adapter import is_spike_layer
@@ -17,7 +22,6 @@ from spikelora.report.efficiency import efficiency_markdown, efficiency_table
 
 bnb = pytest.importorskip("bitsandbytes")
 peft_bnb = pytest.importorskip("peft.tuners.lora.bnb")
-transformers = pytest.importorskip("transformers")
 
 SCHEMES = ["nf4", "fp4", "int8"]
 TARGETS = ["query", "value", "intermediate.dense"]
@@ -25,8 +29,8 @@ TARGETS = ["query", "value", "intermediate.dense"]
 
 def _bnb_config(scheme: str, compute_dtype: torch.dtype = torch.float32):
     if scheme == "int8":
-        return transformers.BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["classifier", "pooler"])
-    return transformers.BitsAndBytesConfig(
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["classifier", "pooler"])
+    return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=scheme,
         bnb_4bit_compute_dtype=compute_dtype,
