@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The reviewers' study (docs/ablation.md): MiniLM-L6 on the real STS-B and MRPC files, every gate,
-# baseline and control of claims C11-C24, 5 seeds: 110 runs (STS-B 85 at one epoch, MRPC 25 at
+# baseline and control of claims C11-C24, 5 seeds: 120 runs (STS-B 85 at one epoch, MRPC 35 at
 # three), then the ledger in results/ablation/report.
 #   sweeps/ablation.sh [LAUNCHER] [overrides...]     e.g. joblib, or glue_dir=/data/glue seed=0,1,2,3,4,5,6,7
 # Per task, SpikeLoRA's own runs come first: their measured sparsity sets the matched controls
