@@ -43,6 +43,8 @@ def test_every_study_claim_has_a_verdict_with_a_ci_on_both_tasks_where_run():
         assert row["verdict"] in {"supported", "contradicted", "inconclusive"}, row["id"]
         assert math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"]) and row["ci_low"] <= row["ci_high"]
         assert row["n"] >= 5, (row["id"], row["n"])  # at least five seeds (pairs) per comparison
+        # A measured 0 % (the random control at eval) is a figure, not a missing one.
+        assert "nan" not in row["ours"] + row["note"], (row["id"], row["note"])
     tasks_of = lambda cid: {r["group"] for r in rows if r["id"] == cid}  # noqa: E731
     for cid in ("C11", "C12", "C15", "C16", "C24"):  # the questions the study asks on MRPC too
         assert len(tasks_of(cid)) == 2, (cid, tasks_of(cid))

@@ -175,9 +175,14 @@ def _best_lora(lora: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return pd.concat(chosen), "; ".join(notes)
 
 
+def _sparsities(rows: list[pd.Series]) -> np.ndarray:
+    """Each run's eval sparsity, NaN where it has none (0 % is a measurement, kept as 0)."""
+    return np.array([np.nan if num(r.get("sparsity")) is None else num(r.get("sparsity")) for r in rows], dtype=float)
+
+
 def _describe(label: str, rows: list[pd.Series]) -> str:
     main = np.array([r["main"] for r in rows], dtype=float)
-    sp = np.array([num(r.get("sparsity")) if num(r.get("sparsity")) is not None else np.nan for r in rows], dtype=float)
+    sp = _sparsities(rows)
     text = f"{label} {main.mean():.2f} ± {main.std(ddof=1) if len(main) > 1 else float('nan'):.2f} (median {np.median(main):.2f}"
     if np.isfinite(sp).any():
         text += f", sparsity {np.nanmean(sp):.1f} %"
@@ -188,7 +193,7 @@ def _matching(comp: Comparison, method_rows: list[pd.Series], other_rows: list[p
     """How closely a matched control matched: its sparsity (or rate, or rank) against SpikeLoRA's."""
     if comp.other not in ("spike:topk", "spike:random", "lora_effective"):
         return ""
-    spike = np.nanmean([num(r.get("sparsity")) or np.nan for r in method_rows])
+    spike = np.nanmean(_sparsities(method_rows))
 
     def adapter(r: pd.Series) -> dict:
         return ((r["record"].get("provenance") or {}).get("canonical_config") or {}).get("adapter") or {}
@@ -200,7 +205,7 @@ def _matching(comp: Comparison, method_rows: list[pd.Series], other_rows: list[p
         of = sorted({adapter(r).get("effective_of") for r in other_rows} - {None})
         return f" Matched: effective_of {', '.join(f'{v:g}' for v in of)} (SpikeLoRA's eval sparsity here: {spike:.1f} %){f', rank {ranks}' if ranks else ''}."
     target = sorted({adapter(r).get("target_sparsity") for r in other_rows} - {None})
-    achieved = np.nanmean([num(r.get("sparsity")) or np.nan for r in other_rows])
+    achieved = np.nanmean(_sparsities(other_rows))
     what = "training drop rate" if comp.other == "spike:random" else "target sparsity"
     return (
         f" Matched: {what} {', '.join(f'{100 * v:.1f} %' for v in target)} against SpikeLoRA's eval sparsity "
