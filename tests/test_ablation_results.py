@@ -48,3 +48,5 @@ def test_every_study_claim_has_a_verdict_with_a_ci_on_both_tasks_where_run():
     tasks_of = lambda cid: {r["group"] for r in rows if r["id"] == cid}  # noqa: E731
     for cid in ("C11", "C12", "C15", "C16", "C24"):  # the questions the study asks on MRPC too
         assert len(tasks_of(cid)) == 2, (cid, tasks_of(cid))
+    # Each task's row says which dropout LoRA's grid chose on that task, and only that one.
+    assert [r["note"].count("LoRA's dropout grid") for r in rows if r["id"] == "C16"] == [1, 1]

@@ -159,9 +159,10 @@ def _cell_key(row: pd.Series, with_dropout: bool) -> tuple:
     return key_of(row, PAIR_KEYS + (("dropout",) if with_dropout else ()))
 
 
-def _best_lora(lora: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """LoRA's runs at the dropout with the best mean main score per settings cell, and what was chosen."""
-    chosen, notes = [], []
+def _best_lora(lora: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
+    """LoRA's runs at the dropout with the best mean main score per settings cell, and, per cell
+    (its key without dropout), what was chosen."""
+    chosen, notes = [], {}
     for _, cell in lora.groupby([k for k in PAIR_KEYS if k in lora], dropna=False):
         means = cell.groupby("dropout")["main"].mean().dropna()
         if len(means) < 2:  # one dropout is no choice: not "LoRA at its best dropout"
@@ -169,10 +170,10 @@ def _best_lora(lora: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         best = float(means.idxmax())
         chosen.append(cell[(cell["dropout"] - best).abs() < 1e-12])
         grid = ", ".join(f"p{float(p):g}: {m:.2f}" for p, m in means.items())
-        notes.append(f"LoRA's dropout grid on dev ({grid}) → p{best:g}")
+        notes[_cell_key(cell.iloc[0], False)] = f"LoRA's dropout grid on dev ({grid}) → p{best:g}"
     if not chosen:
-        return lora.iloc[0:0], ""
-    return pd.concat(chosen), "; ".join(notes)
+        return lora.iloc[0:0], {}
+    return pd.concat(chosen), notes
 
 
 def _sparsities(rows: list[pd.Series]) -> np.ndarray:
@@ -236,7 +237,7 @@ def _comparison_claims(df: pd.DataFrame, comp: Comparison) -> list[Claim]:
         if other.empty and not method.empty:
             return no_data(Claim(**base), "no LoRA settings cell with runs at two or more dropouts to choose from")
     else:
-        other, chose = _rows(df, comp.other), ""
+        other, chose = _rows(df, comp.other), {}
         same_dropout = True
     if method.empty or other.empty:
         missing = [lab for lab, rows in ((comp.method, method), (comp.other, other)) if rows.empty]
@@ -259,7 +260,7 @@ def _comparison_claims(df: pd.DataFrame, comp: Comparison) -> list[Claim]:
         mrows, orows = [a[s] for s in seeds], [b[s] for s in seeds]
         c.ours = f"{_describe(comp.method, mrows)} vs {_describe(comp.other, orows)}; {len(seeds)} seed pairs ({', '.join(map(str, seeds))}), last evaluation, dev set"
         c.group = " · ".join(f"{k}={v}" for k, v in zip(PAIR_KEYS, key))
-        c.note = (f"{chose}." if chose else "") + _matching(comp, mrows, orows)
+        c.note = (f"{chose[key]}." if key in chose else "") + _matching(comp, mrows, orows)
         c.runs = sorted({str(r["run_dir"]) for r in mrows + orows})
         if comp.kind == "insensitive":
             out.append(fill(c, est, equivalence(est, tost(d, SENSITIVITY_MARGIN), SENSITIVITY_MARGIN)))
