@@ -163,14 +163,15 @@ def _best_lora(lora: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
     """LoRA's runs at the dropout with the best mean main score per settings cell, and, per cell
     (its key without dropout), what was chosen."""
     chosen, notes = [], {}
-    for _, cell in lora.groupby([k for k in PAIR_KEYS if k in lora], dropna=False):
+    for key, rows in _group(lora, False).items():  # the cells the claim then pairs by
+        cell = pd.DataFrame(rows)
         means = cell.groupby("dropout")["main"].mean().dropna()
         if len(means) < 2:  # one dropout is no choice: not "LoRA at its best dropout"
             continue
         best = float(means.idxmax())
         chosen.append(cell[(cell["dropout"] - best).abs() < 1e-12])
         grid = ", ".join(f"p{float(p):g}: {m:.2f}" for p, m in means.items())
-        notes[_cell_key(cell.iloc[0], False)] = f"LoRA's dropout grid on dev ({grid}) → p{best:g}"
+        notes[key] = f"LoRA's dropout grid on dev ({grid}) → p{best:g}"
     if not chosen:
         return lora.iloc[0:0], {}
     return pd.concat(chosen), notes
@@ -178,7 +179,8 @@ def _best_lora(lora: pd.DataFrame) -> tuple[pd.DataFrame, dict[tuple, str]]:
 
 def _sparsities(rows: list[pd.Series]) -> np.ndarray:
     """Each run's eval sparsity, NaN where it has none (0 % is a measurement, kept as 0)."""
-    return np.array([np.nan if num(r.get("sparsity")) is None else num(r.get("sparsity")) for r in rows], dtype=float)
+    values = (num(r.get("sparsity")) for r in rows)
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
 def _describe(label: str, rows: list[pd.Series]) -> str:
